@@ -1,0 +1,46 @@
+# redis-scim: every target bootstraps the virtual environment it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SAMVENV := .venv-sam
+# sam build (no container) needs the Lambda runtime's interpreter on PATH (pyenv carries 3.12/3.13).
+SAM_PYENV ?= 3.11.7:3.12.1:3.13.0
+
+.PHONY: run test lint build deploy bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+$(SAMVENV)/bin/sam:
+	$(PYTHON) -m venv $(SAMVENV)
+	$(SAMVENV)/bin/pip install --quiet --upgrade pip
+	$(SAMVENV)/bin/pip install --quiet aws-sam-cli==1.170.0
+
+## run: the whole system on this machine (moto, embedded Valkey, SCIM API, applier, reconciler)
+run: $(BIN)/.installed
+	$(BIN)/python -m redis_scim.local
+
+## test: the whole suite (unit, integration on moto + real Valkey/Redis, end to end)
+test: $(BIN)/.installed
+	$(BIN)/ruff check layers functions tests
+	$(BIN)/pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check layers functions tests
+	$(BIN)/mypy
+	$(BIN)/cfn-lint template.yaml
+
+build: $(SAMVENV)/bin/sam
+	PYENV_VERSION=$(SAM_PYENV) $(SAMVENV)/bin/sam build
+
+deploy: build
+	$(SAMVENV)/bin/sam deploy --guided
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(SAMVENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
