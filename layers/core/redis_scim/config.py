@@ -1,0 +1,33 @@
+"""Runtime configuration, read once per cold start from the environment.
+
+The defaults are the names the local stack (`make run`, stack name `redis-scim`) creates, so the
+CLI works against it with only `AWS_ENDPOINT_URL` set; template.yaml sets every variable explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    directory_table: str = "redis-scim-directory"
+    audit_table: str = "redis-scim-audit"
+    change_queue_url: str | None = None
+    token_secret_id: str = "redis-scim/scim-tokens"
+    policy: str = "examples/policy.yaml"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        names = {
+            "directory_table": "DIRECTORY_TABLE",
+            "audit_table": "AUDIT_TABLE",
+            "change_queue_url": "CHANGE_QUEUE_URL",
+            "token_secret_id": "TOKEN_SECRET_ID",
+            "policy": "POLICY",
+        }
+        return cls(**{field: env[var] for field, var in names.items() if env.get(var)})
