@@ -106,3 +106,11 @@ class PolicyError(RedisScimError):
     """The policy file is invalid. The message names the key and the line."""
 
     status = 500
+
+
+class InvalidUsername(InvalidValue):
+    """A SCIM user cannot be given a safe Redis username (charset, length, a protected name).
+
+    Raised by the policy's username rendering; the applier audits it and the SCIM API may reject
+    the request with it. The value is never "fixed": a repaired name could collide with another.
+    """

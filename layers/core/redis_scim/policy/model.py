@@ -1,0 +1,145 @@
+"""The validated policy: roles, the group→role map and the targets, as immutable objects.
+
+Built only by `policy.loader`; everything here is already valid, so callers never re-check.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from redis_scim.directory import UserRecord
+from redis_scim.errors import PolicyError
+from redis_scim.policy.usernames import check_not_protected, render_username
+
+GhostAction = Literal["report", "disable", "delete"]
+RedisCredentials = Literal["scim-password", "external"]
+ElastiCacheAuth = Literal["iam", "password"]
+ElastiCacheEngine = Literal["valkey", "redis"]
+
+# `default` exists on every server and on every ElastiCache user group; it is never managed.
+ALWAYS_PROTECTED = frozenset({"default"})
+
+
+def group_key(display_name: str) -> str:
+    """How group names are compared: NFC + casefold, as the Directory's uniqueness rule does."""
+    return unicodedata.normalize("NFC", display_name).casefold()
+
+
+@dataclass(frozen=True)
+class Role:
+    """A named set of ACL rules that becomes one selector of every user holding the role."""
+
+    name: str
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetConfig:
+    """What every target kind has: the username template, the allow list, ghosts, group overrides."""
+
+    name: str
+    username: str = "{userName}"
+    allow: tuple[str, ...] = ("default",)
+    ghosts: GhostAction = "report"
+    # Per-group overrides of the top-level map: an entry replaces that group's roles on this
+    # target, `[]` removes the group here; groups not named inherit the top-level mapping.
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def protected_usernames(self) -> frozenset[str]:
+        """Users the system never creates, changes or deletes on this target."""
+        return ALWAYS_PROTECTED | frozenset(self.allow)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisTargetConfig(TargetConfig):
+    """A self-managed Redis/Valkey: standalone, primary + replicas (`nodes`) or a cluster."""
+
+    kind: Literal["redis"] = "redis"
+    # The controller's connection; may hold a password, hence kept out of repr.
+    url: str = field(repr=False)
+    nodes: tuple[str, ...] = field(default=(), repr=False)
+    credentials: RedisCredentials = "scim-password"
+    ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+
+    @property
+    def controller_username(self) -> str | None:
+        """The ACL user the controller connects as (from `url`), or None for `default`."""
+        return urlsplit(self.url).username or None
+
+    @property
+    def protected_usernames(self) -> frozenset[str]:
+        own = self.controller_username
+        return super().protected_usernames | ({own} if own else set())
+
+    @property
+    def redacted_url(self) -> str:
+        """`url` with the password replaced by `***`, for logs and errors."""
+        return redact_url(self.url)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ElastiCacheTargetConfig(TargetConfig):
+    """An ElastiCache (Valkey or Redis OSS) user group managed through the ElastiCache API."""
+
+    kind: Literal["elasticache"] = "elasticache"
+    region: str
+    engine: ElastiCacheEngine
+    user_group: str
+    auth: ElastiCacheAuth = "iam"
+
+
+AnyTarget = RedisTargetConfig | ElastiCacheTargetConfig
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The whole policy file. Group names in `groups` keep their spelling; matching folds case."""
+
+    source: str
+    roles: Mapping[str, Role]
+    groups: Mapping[str, tuple[str, ...]]
+    targets: Mapping[str, AnyTarget]
+    module_commands: tuple[str, ...] = ()
+    module_categories: tuple[str, ...] = ()
+    version: int = 1
+
+    def target(self, name: str) -> AnyTarget:
+        try:
+            return self.targets[name]
+        except KeyError:
+            raise PolicyError(f"{self.source}: unknown target {name!r}") from None
+
+    def group_roles(self, target: str) -> dict[str, tuple[str, ...]]:
+        """The effective group→role-names map of `target`, keyed by `group_key(displayName)`."""
+        effective = {group_key(name): roles for name, roles in self.groups.items()}
+        effective.update({group_key(name): roles for name, roles in self.target(target).groups.items()})
+        return effective
+
+    def roles_for(self, target: str, group_names: Iterable[str]) -> list[Role]:
+        """The distinct roles the groups grant on `target`, sorted by role name."""
+        mapping = self.group_roles(target)
+        names = {role for group in group_names for role in mapping.get(group_key(group), ())}
+        return [self.roles[name] for name in sorted(names)]
+
+    def username_for(self, target: str, user: UserRecord) -> str:
+        """The user's Redis username on `target`; InvalidUsername if unsafe or protected."""
+        config = self.target(target)
+        username = render_username(config.username, user)
+        check_not_protected(username, config.protected_usernames)
+        return username
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    userinfo = f"{parts.username}:***" if parts.username else ":***"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{netloc}"))
