@@ -114,3 +114,13 @@ class InvalidUsername(InvalidValue):
     Raised by the policy's username rendering; the applier audits it and the SCIM API may reject
     the request with it. The value is never "fixed": a repaired name could collide with another.
     """
+
+
+class SecretInAuditRecord(RedisScimError):
+    """An audit record carried something shaped like a password or password hash.
+
+    The audit writer refuses it (a last line of defence behind the redacted ACL descriptions):
+    the change stays unaudited and retried until the leak is fixed, rather than a secret at rest.
+    """
+
+    status = 500
