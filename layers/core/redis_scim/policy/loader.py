@@ -72,7 +72,7 @@ class _PolicyReader:
     # --- reporting ---
 
     def fail(self, node: yaml.Node, path: str, message: str) -> NoReturn:
-        raise PolicyError(f"{self.source}:{node.start_mark.line + 1}: {path}: {message}")
+        raise PolicyError(f"{self.source}:{node.start_mark.line + 1}: {path or '(top level)'}: {message}")
 
     # --- typed access to YAML nodes ---
 
@@ -82,8 +82,12 @@ class _PolicyReader:
         path: str,
         allowed: set[str] | None = None,
         required: frozenset[str] = frozenset(),
+        owner: yaml.Node | None = None,
     ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-        """The mapping's entries by key, with key and value nodes; checks unknown/duplicate keys."""
+        """The mapping's entries by key, with key and value nodes; checks unknown/duplicate keys.
+
+        A missing key is reported on the `owner` line (the key holding this mapping) if given.
+        """
         if not isinstance(node, yaml.MappingNode):
             self.fail(node, path, "expected a mapping")
         entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
@@ -99,7 +103,7 @@ class _PolicyReader:
                 )
             entries[key] = (key_node, value_node)
         for key in sorted(required - entries.keys()):
-            self.fail(node, path or "(top level)", f"missing required key {key!r}")
+            self.fail(owner or node, path, f"missing required key {key!r}")
         return entries
 
     def string(self, node: yaml.Node, path: str) -> str:
@@ -225,17 +229,21 @@ class _PolicyReader:
             path = join("targets", name)
             if not _TARGET_NAME.fullmatch(name):
                 self.fail(key_node, path, "target names use lower-case letters, digits, '_' and '-'")
-            targets[name] = self.target(name, value_node, path, roles)
+            targets[name] = self.target(name, key_node, value_node, path, roles)
         return targets
 
-    def target(self, name: str, node: yaml.Node, path: str, roles: Mapping[str, Role]) -> AnyTarget:
+    def target(
+        self, name: str, key_node: yaml.Node, node: yaml.Node, path: str, roles: Mapping[str, Role]
+    ) -> AnyTarget:
         if not isinstance(node, yaml.MappingNode):
             self.fail(node, path, "expected a mapping")
         kind_node = next((value for key, value in node.value if key.value == "kind"), None)
         if kind_node is None:
-            self.fail(node, path, "missing required key 'kind' (redis or elasticache)")
+            self.fail(key_node, path, "missing required key 'kind' (redis or elasticache)")
         kind = self.choice(kind_node, join(path, "kind"), ("redis", "elasticache"))
-        entries = self.mapping(node, path, _TARGET_KEYS[kind], frozenset(_REQUIRED_TARGET_KEYS[kind]))
+        entries = self.mapping(
+            node, path, _TARGET_KEYS[kind], frozenset(_REQUIRED_TARGET_KEYS[kind]), key_node
+        )
         values = {key: value for key, (_, value) in entries.items()}
 
         common: dict = {"name": name}

@@ -12,7 +12,7 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from redis_scim.directory import UserRecord
-from redis_scim.errors import PolicyError
+from redis_scim.errors import InvalidUsername, PolicyError
 from redis_scim.policy.usernames import check_not_protected, render_username
 
 GhostAction = Literal["report", "disable", "delete"]
@@ -132,7 +132,10 @@ class Policy:
         """The user's Redis username on `target`; InvalidUsername if unsafe or protected."""
         config = self.target(target)
         username = render_username(config.username, user)
-        check_not_protected(username, config.protected_usernames)
+        try:
+            check_not_protected(username, config.protected_usernames)
+        except InvalidUsername as error:
+            raise InvalidUsername(f"user {user.id}: {error.detail}") from None
         return username
 
 
