@@ -174,6 +174,8 @@ BASE_URL = "https://api.example/prod/scim/v2"
 class ScimClient:
     """Drives `ScimHandler.handle` the way the Lambda adapter does, with JSON in and out."""
 
+    base_url = BASE_URL
+
     def __init__(self, handler: Any) -> None:
         self.handler = handler
 
