@@ -195,7 +195,9 @@ def test_pagination_is_stable_with_integer_fields(scim):
     assert (first["totalResults"], first["startIndex"], first["itemsPerPage"]) == (5, 1, 2)
     assert (third["startIndex"], third["itemsPerPage"]) == (5, 1)
     paged = [user["id"] for page in (first, second, third) for user in page["Resources"]]
-    assert paged == ids
+    whole = [user["id"] for user in scim.get("/Users").body["Resources"]]
+    assert paged == whole
+    assert sorted(paged) == sorted(ids)
 
 
 def test_count_zero_returns_only_the_total(scim):
