@@ -18,7 +18,9 @@ from redis_scim.errors import InvalidUsername
 MAX_USERNAME_LENGTH = 128
 # Letters, digits and the punctuation found in e-mail-style names. Excludes everything with a
 # meaning in ACL rules or Redis protocol framing (~ & % # ! < > ( ) * ? space, control chars).
-_USERNAME = re.compile(r"[A-Za-z0-9._@+=,-]+")
+_USERNAME_CHARACTERS = re.compile(r"[A-Za-z0-9._@+=,-]+")
+# A name starts with a letter or digit, so it never reads like a rule (`+@all`, `-get`, `@admin`).
+_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=,-]*")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -56,7 +58,7 @@ def check_template(template: str) -> None:
             known = ", ".join("{" + known_name + "}" for known_name in PLACEHOLDERS)
             raise ValueError(f"unknown placeholder {{{name}}}; known: {known}")
     literal = _PLACEHOLDER.sub("", template)
-    if literal and not _USERNAME.fullmatch(literal):
+    if literal and not _USERNAME_CHARACTERS.fullmatch(literal):
         raise ValueError(f"literal text {literal!r} may only use the characters A-Z a-z 0-9 . _ @ + = , -")
 
 
@@ -66,12 +68,14 @@ def check_username(username: str) -> None:
         raise InvalidUsername("the Redis username is empty")
     if len(username) > MAX_USERNAME_LENGTH:
         raise InvalidUsername(f"the Redis username is longer than {MAX_USERNAME_LENGTH} characters")
-    if not _USERNAME.fullmatch(username):
-        bad = next(char for char in username if not _USERNAME.fullmatch(char))
+    if not _USERNAME_CHARACTERS.fullmatch(username):
+        bad = next(char for char in username if not _USERNAME_CHARACTERS.fullmatch(char))
         raise InvalidUsername(
             f"the Redis username {_shown(username)} contains {bad!r}; "
             "allowed characters are A-Z a-z 0-9 . _ @ + = , -"
         )
+    if not _USERNAME.fullmatch(username):
+        raise InvalidUsername(f"the Redis username {_shown(username)} must start with a letter or a digit")
 
 
 def render_username(template: str, user: UserRecord) -> str:
