@@ -17,6 +17,7 @@ class Settings(BaseModel):
 
     directory_table: str = "redis-scim-directory"
     audit_table: str = "redis-scim-audit"
+    audit_retention_days: int = 400  # the Audit table's TTL: records expire this long after they are written
     change_queue_url: str | None = None
     token_secret_id: str = "redis-scim/scim-tokens"
     policy: str = "examples/policy.yaml"
@@ -26,6 +27,7 @@ class Settings(BaseModel):
         names = {
             "directory_table": "DIRECTORY_TABLE",
             "audit_table": "AUDIT_TABLE",
+            "audit_retention_days": "AUDIT_RETENTION_DAYS",
             "change_queue_url": "CHANGE_QUEUE_URL",
             "token_secret_id": "TOKEN_SECRET_ID",
             "policy": "POLICY",
