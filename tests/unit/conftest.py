@@ -76,3 +76,13 @@ class ScimClient:
 @pytest.fixture
 def scim(directory: Any) -> ScimClient:
     return ScimClient(ScimHandler(directory))
+
+
+@pytest.fixture
+def scim_for() -> Any:
+    """Builds a client over any Directory (e.g. a wrapper that counts or injects failures)."""
+
+    def build(directory: Any, **options: Any) -> ScimClient:
+        return ScimClient(ScimHandler(directory, **options))
+
+    return build

@@ -271,13 +271,9 @@ class CountingDirectory:
         return getattr(self.inner, name)
 
 
-def test_member_patch_on_large_group_never_reads_members(directory):
-    from conftest import ScimClient
-
-    from redis_scim.scim.handler import ScimHandler
-
+def test_member_patch_on_large_group_never_reads_members(directory, scim_for):
     counting = CountingDirectory(directory)
-    scim = ScimClient(ScimHandler(counting))
+    scim = scim_for(counting)
     user_ids = [
         scim.post("/Users", {"userName": f"bulk{index}@corp.example"}).body["id"] for index in range(1200)
     ]

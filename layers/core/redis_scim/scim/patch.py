@@ -67,6 +67,9 @@ def operations_of(body: Any) -> list[dict[str, Any]]:
         result: dict[str, Any] = {"op": op.lower()}
         if path is not None and path.strip():
             result["path"] = path.strip()
+        elif result["op"] == "remove":
+            # RFC 7644 §3.5.2.2: a remove without a path has no target.
+            raise errors.NoTarget("a remove operation needs a path")
         if "value" in normalised:
             result["value"] = normalised["value"]
         checked.append(result)
@@ -215,13 +218,10 @@ def plan_group_patch(body: Any, group_id: str) -> GroupPatchPlan:
         if path is None:
             value = _clean_value_object(value, group_id, ("meta", "schemas"))
             members = pop_attribute(value, "members")
-            if members is not None:
-                if op == "add":
-                    plan.add(members_from_value(members))
-                elif op == "replace":
-                    plan.replace(members_from_value(members))
-                else:
-                    raise errors.InvalidValue("remove needs a path")
+            if members is not None and op == "add":
+                plan.add(members_from_value(members))
+            elif members is not None:
+                plan.replace(members_from_value(members))
             if value:
                 plan.attribute_operations.append({**operation, "value": value})
             continue
