@@ -293,3 +293,16 @@ def test_member_patch_on_large_group_never_reads_members(directory, scim_for):
     assert change.replace_members is None
     assert [member.value for member in change.add_members] == [user_ids[1100]]
     assert sorted(change.remove_members) == sorted(user_ids[:2])
+
+
+def test_group_if_match_mismatch_is_412_and_changes_nothing(scim, users):
+    group = make_group(scim, members=[users[0]])
+    add = [{"op": "add", "path": "members", "value": [{"value": users[1]}]}]
+    rename = [{"op": "replace", "path": "displayName", "value": "renamed"}]
+    for operations in (add, rename):
+        response = scim.patch(f"/Groups/{group['id']}", operations, headers={"if-match": 'W/"9"'})
+        assert response.status == 412 and response.body["status"] == "412"
+    assert scim.delete(f"/Groups/{group['id']}", headers={"if-match": 'W/"9"'}).status == 412
+    assert scim.get(f"/Groups/{group['id']}").body == {**group, "members": group["members"]}
+    ok = scim.patch(f"/Groups/{group['id']}", add, headers={"if-match": group["meta"]["version"]})
+    assert ok.status == 200 and ok.headers["ETag"] == 'W/"2"'

@@ -50,7 +50,7 @@ def _resource_types() -> tuple[dict[str, Any], ...]:
 
 @cache
 def _schemas() -> tuple[dict[str, Any], ...]:
-    models = (UserModel, *UserModel.get_extension_models().values(), GroupModel)
+    models: tuple[Any, ...] = (UserModel, *UserModel.get_extension_models().values(), GroupModel)
     schemas = [model.to_schema() for model in models]
     return tuple(schema.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE) for schema in schemas)
 

@@ -323,9 +323,11 @@ class ScimHandler:
                 resource = group_resource(model) if changed else None
                 if resource is None and not plan.changes_members:
                     return current
-                change = plan.member_change(resource)
+                # Okta re-sends the unchanged name with every membership change: when the
+                # attributes did not change, the deltas need no version check (they commute).
+                expected = current.version if resource is not None else self._expected_version(request)
                 return self.directory.change_group(
-                    group_id, change, expected_version=current.version, cause=cause
+                    group_id, plan.member_change(resource), expected_version=expected, cause=cause
                 )
 
             record = self._read_modify_write(request, lambda: self.directory.get_group(group_id), patch)

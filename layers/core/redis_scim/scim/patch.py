@@ -38,8 +38,6 @@ from redis_scim.scim.resources import (
 MAX_OPERATIONS = 1000
 MAX_MEMBERS_PER_REQUEST = 10_000
 
-_UNSET = object()
-
 
 def operations_of(body: Any) -> list[dict[str, Any]]:
     """The operations of a PatchOp body, checked for shape. An empty list is a valid no-op (the
@@ -119,31 +117,32 @@ class UserPatchResult:
 def patch_user(model: Any, body: Any) -> UserPatchResult:
     """Apply a PatchOp body to a User model in place."""
     operations = []
-    password: Any = _UNSET
+    password_changed = False
+    password: Any = None
     for operation in operations_of(body):
         path = operation.get("path")
         if path is None:
             value = _clean_value_object(operation.get("value"), model.id, ("meta", "schemas", "groups"))
-            given = pop_attribute(value, "password")
-            if given is not None:
-                password = given
+            if any(key.lower() == "password" for key in value):
+                password_changed, password = True, pop_attribute(value, "password")
             value = _normalise_manager_keys(value)
             if value:
                 operations.append({**operation, "value": value})
             continue
         bare = _strip_core_urn(path, USER_SCHEMA)
         if bare.lower() == "password":
+            password_changed = True
             password = None if operation["op"] == "remove" else operation.get("value")
             continue
         if bare.lower() == f"{ENTERPRISE_SCHEMA}:manager".lower() and isinstance(operation.get("value"), str):
             operation = {**operation, "value": {"value": operation["value"]}}
         operations.append(operation)
-    if password is not _UNSET and password is not None and not isinstance(password, str):
+    if password is not None and not isinstance(password, str):
         raise errors.InvalidValue("'password' must be a string")
     changed = _apply(model, UserModel, operations)
-    if password is _UNSET:
-        return UserPatchResult(changed=changed, password_changed=False, password=None)
-    return UserPatchResult(changed=True, password_changed=True, password=password)
+    return UserPatchResult(
+        changed=changed or password_changed, password_changed=password_changed, password=password
+    )
 
 
 def _normalise_manager_keys(value: dict[str, Any]) -> dict[str, Any]:
