@@ -45,9 +45,9 @@ class Outcome(StrEnum):
 
 
 # A Redis password hash (`#<sha256>`, or `!<sha256>` to remove one) anywhere in a string, and a
-# clear-text password rule (`>secret`, `<secret`) as an ACL token, also at the start of a selector.
+# clear-text password rule (`>secret`, `<secret`) as an ACL token, also opening a selector or a quote.
 _PASSWORD_HASH = re.compile(r"[#!][0-9a-fA-F]{64}")
-_PASSWORD_RULE = re.compile(r"(?:^|[\s(])[<>]\S")
+_PASSWORD_RULE = re.compile(r"""(?:^|[\s('"])[<>]\S""")
 
 
 @dataclass(frozen=True, kw_only=True)
