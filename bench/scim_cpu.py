@@ -1,0 +1,137 @@
+"""Benchmark: cold import of the SCIM handler, and handler CPU per POST/GET/PATCH User.
+
+Runs our `ScimHandler` over `MemoryDirectory` (no AWS I/O) and scim2-server's `ScimHandler` over
+its `InMemoryStorage`, same requests, same process, and prints one JSON object.
+Usage: .venv/bin/python bench/scim_cpu.py [requests per operation, default 2000]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+BASE_URL = "https://api.example/prod/scim/v2"
+HEADERS = {"content-type": "application/scim+json"}
+
+
+def user_body(index: int) -> bytes:
+    return json.dumps(
+        {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": f"user{index}@corp.example",
+            "name": {"givenName": "Ada", "familyName": f"L{index}"},
+            "emails": [{"primary": True, "value": f"user{index}@corp.example", "type": "work"}],
+            "displayName": "Ada L",
+            "externalId": f"ext-{index}",
+            "active": True,
+        }
+    ).encode()
+
+
+PATCH_BODY = json.dumps(
+    {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [
+            {"op": "Replace", "path": "active", "value": False},
+            {"op": "Replace", "path": "name.familyName", "value": "Hopper"},
+        ],
+    }
+).encode()
+
+
+def cold_import_seconds(statement: str, runs: int = 5) -> float:
+    """Median wall time of a fresh interpreter running `statement` (bytecode already compiled)."""
+    subprocess.run([sys.executable, "-c", statement], check=True)
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", statement], check=True)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def cpu_per_call(calls: int, run: Callable[[int], Any]) -> float:
+    started = time.process_time()
+    for index in range(calls):
+        run(index)
+    return (time.process_time() - started) / calls
+
+
+def bench_ours(calls: int) -> dict[str, float]:
+    from redis_scim.directory import Actor
+    from redis_scim.directory.memory import MemoryDirectory
+    from redis_scim.scim.handler import ScimHandler
+    from redis_scim.scim.http import ScimRequest
+
+    handler = ScimHandler(MemoryDirectory())
+    ids: list[str] = []
+
+    def request(method: str, path: str, body: bytes | None) -> Any:
+        response = handler.handle(
+            ScimRequest(method, path, {}, HEADERS, body, BASE_URL, "bench", Actor(token_id="bench"))
+        )
+        assert response.status < 300, response.body
+        return response
+
+    def post(index: int) -> None:
+        ids.append(request("POST", "/Users", user_body(index)).body["id"])
+
+    return {
+        "post_user_ms": cpu_per_call(calls, post) * 1000,
+        "get_user_ms": cpu_per_call(calls, lambda i: request("GET", f"/Users/{ids[i]}", None)) * 1000,
+        "patch_user_ms": cpu_per_call(calls, lambda i: request("PATCH", f"/Users/{ids[i]}", PATCH_BODY)) * 1000,
+    }
+
+
+def bench_scim2_server(calls: int) -> dict[str, float]:
+    from scim2_server.handler import ScimHandler
+    from scim2_server.memory import InMemoryStorage
+    from scim2_server.requests import ScimRequest
+    from scim2_server.service import ScimService
+    from scim2_server.utils import load_default_provider
+
+    handler = ScimHandler(ScimService(load_default_provider(), secret="bench"), InMemoryStorage())
+    ids: list[str] = []
+
+    def request(method: str, path: str, body: bytes | None) -> Any:
+        response = handler.handle(ScimRequest(method, BASE_URL, path, {}, HEADERS, body or b""))
+        assert response.status < 300, response.body
+        return response
+
+    def post(index: int) -> None:
+        ids.append(request("POST", "/Users", user_body(index)).body["id"])
+
+    return {
+        "post_user_ms": cpu_per_call(calls, post) * 1000,
+        "get_user_ms": cpu_per_call(calls, lambda i: request("GET", f"/Users/{ids[i]}", None)) * 1000,
+        "patch_user_ms": cpu_per_call(calls, lambda i: request("PATCH", f"/Users/{ids[i]}", PATCH_BODY)) * 1000,
+    }
+
+
+def main() -> None:
+    calls = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    result = {
+        "python": sys.version.split()[0],
+        "requests_per_operation": calls,
+        "cold_import_s": {
+            "interpreter_baseline": cold_import_seconds("pass"),
+            "redis_scim.scim.handler": cold_import_seconds("import redis_scim.scim.handler"),
+            "scim2_server_stack": cold_import_seconds(
+                "import scim2_server.handler, scim2_server.service, scim2_server.memory"
+            ),
+        },
+        "cpu_per_request": {
+            "redis_scim_memory_directory": bench_ours(calls),
+            "scim2_server_in_memory": bench_scim2_server(calls),
+        },
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
