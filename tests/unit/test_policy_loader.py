@@ -209,6 +209,9 @@ targets:
         (3, '  w: "+get %X~a"', "policy.yaml:3: roles.w: '%X~a': key permissions are written"),
         (3, '  w: "+get sanitize-payload"', "policy.yaml:3: roles.w: unknown ACL rule 'sanitize-payload'"),
         (3, '  w: ""', "policy.yaml:3: roles.w: a role needs at least one rule"),
+        (3, '  w: "+get allkeys ~a"', "policy.yaml:3: roles.w: '~a' after 'allkeys' (or '~*') is refused"),
+        (3, '  w: "+get ~* %R~a"', "policy.yaml:3: roles.w: '%R~a' after 'allkeys' (or '~*') is refused"),
+        (3, '  w: "+get &* &a"', "policy.yaml:3: roles.w: '&a' after 'allchannels' (or '&*') is refused"),
         (3, "  w:", "policy.yaml:3: roles.w: expected a string"),
         (3, "  w bad: '+get'", 'policy.yaml:3: roles."w bad": role names use letters'),
         (
@@ -368,6 +371,14 @@ def test_module_commands_and_categories_are_declared_not_guessed() -> None:
     assert error_of("module_commands: ['FT SEARCH']\n" + text).startswith(
         "policy.yaml:1: module_commands: 'FT SEARCH'"
     )
+
+
+def test_patterns_after_a_reset_or_before_a_wildcard_are_accepted() -> None:
+    policy = load(
+        'version: 1\nroles: {r: "+get allkeys resetkeys ~a ~b allkeys ~* &a allchannels &*"}\n'
+        "targets: {local: {kind: redis, url: 'redis://h'}}\n"
+    )
+    assert len(policy.roles["r"].rules) == 10
 
 
 def test_commands_subcommands_and_key_permissions_are_accepted() -> None:

@@ -66,7 +66,35 @@ def parse_role_rules(text: str, catalog: CommandCatalog) -> tuple[str, ...]:
         raise RuleError("a role needs at least one rule")
     for rule in rules:
         _check_rule(rule, catalog)
+    _check_patterns_after_wildcards(rules)
     return rules
+
+
+def _check_patterns_after_wildcards(rules: tuple[str, ...]) -> None:
+    """Reject a pattern after `allkeys`/`~*` (or `&` after `allchannels`/`&*`) until a reset.
+
+    Redis and Valkey refuse such a selector at SETUSER time ("Adding a pattern after the *
+    pattern ... is not valid"); catching it here turns an apply failure into a load error.
+    """
+    all_keys = all_channels = False
+    for rule in rules:
+        lowered = rule.lower()
+        if lowered in ("allkeys", "~*"):
+            all_keys = True
+        elif lowered == "resetkeys":
+            all_keys = False
+        elif lowered in ("allchannels", "&*"):
+            all_channels = True
+        elif lowered == "resetchannels":
+            all_channels = False
+        elif all_keys and rule[0] in "~%":
+            raise RuleError(
+                f"{rule!r} after 'allkeys' (or '~*') is refused by the server; put it first or drop it"
+            )
+        elif all_channels and rule[0] == "&":
+            raise RuleError(
+                f"{rule!r} after 'allchannels' (or '&*') is refused by the server; put it first or drop it"
+            )
 
 
 def _check_rule(rule: str, catalog: CommandCatalog) -> None:
