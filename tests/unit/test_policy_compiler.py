@@ -174,3 +174,14 @@ def test_unsafe_usernames_are_refused_not_repaired(policy) -> None:
 def test_unknown_target_is_a_policy_error(policy) -> None:
     with pytest.raises(PolicyError, match="unknown target 'staging'"):
         compile_user(policy, "staging", user(), ["Cache Readers"])
+
+
+def test_username_collisions_are_found_not_merged(policy) -> None:
+    users = [
+        UserRecord("a", 1, "", "", {"userName": "bob@example.com"}),
+        UserRecord("b", 1, "", "", {"userName": "Bob@other.example"}),
+        UserRecord("c", 1, "", "", {"userName": "alice@example.com"}),
+        UserRecord("d", 1, "", "", {"userName": "bad name@example.com"}),
+    ]
+    assert policy.username_collisions("ldap", users) == {"bob": ["a", "b"]}
+    assert policy.username_collisions("local", users) == {}

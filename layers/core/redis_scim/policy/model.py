@@ -138,6 +138,21 @@ class Policy:
             raise InvalidUsername(f"user {user.id}: {error.detail}") from None
         return username
 
+    def username_collisions(self, target: str, users: Iterable[UserRecord]) -> dict[str, list[str]]:
+        """Usernames (case-folded) that more than one of `users` would get on `target` → their ids.
+
+        Two SCIM users must never share one Redis user; callers report these, never merge them.
+        Users whose name is invalid are left out: `username_for` reports them on its own.
+        """
+        owners: dict[str, list[str]] = {}
+        for user in users:
+            try:
+                username = self.username_for(target, user)
+            except InvalidUsername:
+                continue
+            owners.setdefault(username.casefold(), []).append(user.id)
+        return {username: ids for username, ids in owners.items() if len(ids) > 1}
+
 
 def redact_url(url: str) -> str:
     parts = urlsplit(url)
