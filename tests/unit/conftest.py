@@ -51,8 +51,8 @@ class ScimClient:
             actor=Actor(token_id="t1", source_ip="192.0.2.1", user_agent="pytest"),
         )
         response = self.handler.handle(request)
+        assert response.headers["Content-Type"] == "application/scim+json"
         if response.body is not None:
-            assert response.headers["Content-Type"] == "application/scim+json"
             json.dumps(response.body)  # always serialisable
         return response
 

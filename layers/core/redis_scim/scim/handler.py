@@ -79,12 +79,16 @@ class ScimHandler:
 
     def handle(self, request: ScimRequest) -> ScimResponse:
         try:
-            return self._route(request)
+            response = self._route(request)
         except errors.RedisScimError as exc:
             return self.error_response(exc)
         except Exception:
             logger.exception("unexpected error answering %s %s", request.method, request.path)
             return self.error_response(errors.RedisScimError("internal error"))
+        # Every response carries the SCIM media type, bodiless 204/304 included (Entra requires it
+        # on every response; clients that branch on it should never see none).
+        response.headers.setdefault("Content-Type", SCIM_CONTENT_TYPE)
+        return response
 
     def error_response(self, exc: errors.RedisScimError) -> ScimResponse:
         """The one place an error becomes a SCIM Error response (RFC 7644 §3.12)."""
