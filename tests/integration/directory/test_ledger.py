@@ -98,7 +98,10 @@ def test_entries_list_live_and_released_names_of_one_target(ledger: Ledger) -> N
     ledger.release("t", "alice", "u1")
     ledger.claim("other", "carol", "u3")
     entries = list(ledger.entries("t"))
-    assert [(e.username, e.user_id, e.released) for e in entries] == [("alice", "u1", True), ("bob", "u2", False)]
+    assert [(e.username, e.user_id, e.released) for e in entries] == [
+        ("alice", "u1", True),
+        ("bob", "u2", False),
+    ]
 
 
 def test_concurrent_claims_of_one_name_have_one_winner(ledger: Ledger) -> None:

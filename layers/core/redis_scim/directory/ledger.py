@@ -38,7 +38,12 @@ _TARGET_PREFIX = "TARGET#"
 # Contended claims re-read and retry; more losses in a row than this mean a hot loop, better left to SQS.
 _MAX_CLAIM_ATTEMPTS = 5
 _THROTTLING = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "InternalServerError"}
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+    }
 )
 
 
@@ -158,7 +163,9 @@ class DynamoLedger:
             except _ConditionFailed:
                 continue
             return claimed
-        raise errors.ServiceUnavailable(f"username {username!r} on target {target!r} is contended; retry later")
+        raise errors.ServiceUnavailable(
+            f"username {username!r} on target {target!r} is contended; retry later"
+        )
 
     def release(self, target: str, username: str, user_id: str) -> bool:
         release_name = {
