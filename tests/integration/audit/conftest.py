@@ -1,4 +1,4 @@
-"""Fixtures for the audit trail on moto: the template's Audit table and an entry factory."""
+"""Fixtures for the audit trail on moto: the template's Audit table, atomic conditional puts."""
 
 from __future__ import annotations
 
@@ -12,27 +12,7 @@ import pytest
 from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 
-from redis_scim.audit import Action, AuditEntry, Outcome
-from redis_scim.directory import Actor, Cause
 from redis_scim.local.resources import LocalResources, create_resources
-
-
-def make_entry(user_id: str = "user-1", **overrides: Any) -> AuditEntry:
-    values: dict[str, Any] = {
-        "user_id": user_id,
-        "user_name": "bjensen@example.com",
-        "redis_username": "bjensen",
-        "target": "local",
-        "node_count": 1,
-        "action": Action.CREATE,
-        "outcome": Outcome.APPLIED,
-        "verified": True,
-        "cause": Cause("req-1", "POST /Users", Actor("tok-1", "203.0.113.7", "Okta SCIM Client 1.0")),
-        "acl_before": None,
-        "acl_after": "on resetpass (+@read ~cache:*)",
-        "user_version": 1,
-    }
-    return AuditEntry(**{**values, **overrides})
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from typing import Any
 
 import boto3
 import pytest
+from audit_entries import make_entry
 from aws_lambda_powertools import Logger
-from conftest import make_entry
 
 from redis_scim.audit import Action, AuditRecord, AuditTrail, Outcome, UnreadableAuditRecord, verify_chain
 from redis_scim.audit.store import to_item
