@@ -1,0 +1,45 @@
+"""Logging, metrics and tracing for every function, created once and imported everywhere.
+
+Service name and metrics namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE
+(template.yaml sets both). Decorators that flush metrics or inject the Lambda context are applied
+only at the handler edge (functions/*/app.py); the core just logs and counts.
+"""
+
+from __future__ import annotations
+
+import os
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "redis-scim")
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "RedisScim")
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
+# Only botocore is patched: patching every library X-Ray knows costs cold-start time for nothing.
+tracer = Tracer(service=SERVICE, patch_modules=("botocore",))
+
+
+class MetricName:
+    """The EMF metric names the dashboard and alarms in template.yaml refer to."""
+
+    AUTH_FAILURES = "AuthFailures"  # dimension: reason (missing, malformed, unknown, expired)
+    PROVISIONED = "UsersProvisioned"
+    DEPROVISIONED = "UsersDeprovisioned"
+    APPLY_FAILURES = "ApplyFailures"
+    DEPROVISION_LATENCY = "DeprovisionLatency"
+    DRIFT_CORRECTED = "DriftCorrected"
+    GHOSTS_FOUND = "GhostsFound"
+
+
+def count_event(name: str, **dimensions: str) -> None:
+    """Emit one count of `name` now, with its own dimensions.
+
+    A single metric is flushed at once so its dimensions (e.g. an auth failure's reason) never leak
+    onto the other metrics the shared `metrics` object flushes at the end of the invocation.
+    """
+    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
+        metric.add_dimension(name="service", value=SERVICE)
+        for key, value in dimensions.items():
+            metric.add_dimension(name=key, value=value)
