@@ -142,11 +142,10 @@ def test_env_values_are_validated_like_literals() -> None:
     roles: {r: "+get ~${PATTERN}"}
     targets: {local: {kind: redis, url: "redis://h"}}
     """
-    assert error_of(
-        text, env={"PATTERN": "k on nopass"}
-    ) == "policy.yaml:2: roles.r: 'on' is not allowed in a role: " + (
-        "the compiler sets state and credentials"
+    expected = (
+        "policy.yaml:2: roles.r: 'on' is not allowed in a role: the compiler sets state and credentials"
     )
+    assert error_of(text, env={"PATTERN": "k on nopass"}) == expected
 
 
 @pytest.mark.parametrize(
@@ -164,6 +163,8 @@ def test_env_values_are_validated_like_literals() -> None:
         ("version: '1'\nroles: {}\ntargets: {}\n", "policy.yaml:1: version: only version 1 is supported"),
         ("version: 1\nversion: 1\n", "policy.yaml:2: version: duplicate key"),
         ("version: 1\nroles: {}\ntargets: {}\n", "policy.yaml:3: targets: at least one target is required"),
+        ("[" * 5000 + "]" * 5000, "policy.yaml:1: invalid YAML: nested too deeply"),
+        ("roles: " + "{a: " * 5000, "policy.yaml:1: invalid YAML: nested too deeply"),
     ],
 )
 def test_document_errors(text: str, expected: str) -> None:
@@ -235,6 +236,11 @@ targets:
         (9, "    url: http://127.0.0.1", "policy.yaml:9: targets.local.url: the URL scheme must be redis://"),
         (9, "    url: redis://", "policy.yaml:9: targets.local.url: the URL has no host"),
         (9, "    url: redis://h:99999", "policy.yaml:9: targets.local.url: not a valid URL"),
+        (
+            9,
+            "    url: redis://h/cache",
+            "policy.yaml:9: targets.local.url: the URL path may only be a database",
+        ),
         (
             9,
             "    url: ${MISSING_URL}",

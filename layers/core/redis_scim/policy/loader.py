@@ -151,6 +151,9 @@ class _PolicyReader:
             ) from None
         except yaml.YAMLError as error:
             raise PolicyError(f"{self.source}:1: invalid YAML: {error}") from None
+        except RecursionError:
+            # PyYAML's composer recurses once per nesting level; no valid policy nests deeply.
+            raise PolicyError(f"{self.source}:1: invalid YAML: nested too deeply") from None
         if root is None:
             raise PolicyError(f"{self.source}:1: the policy file is empty")
         top = self.mapping(root, "", _TOP_KEYS, frozenset({"version", "roles", "targets"}))
@@ -342,6 +345,8 @@ class _PolicyReader:
             self.fail(node, path, "the URL has no host")
         if port == 0:
             self.fail(node, path, "the URL port must be 1-65535")
+        if parts.path not in ("", "/") and not parts.path[1:].isdigit():
+            self.fail(node, path, "the URL path may only be a database number, e.g. /0")
         return url
 
 
