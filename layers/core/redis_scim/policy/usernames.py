@@ -79,7 +79,10 @@ def check_username(username: str) -> None:
 
 
 def render_username(template: str, user: UserRecord) -> str:
-    """The Redis username for `user`; raise InvalidUsername when it cannot be made safely."""
+    """The Redis username for `user`; raise InvalidUsername when it cannot be made safely.
+
+    A malformed template raises ValueError; policy templates are checked at load already.
+    """
     check_template(template)
 
     def substitute(match: re.Match[str]) -> str:
