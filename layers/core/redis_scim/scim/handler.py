@@ -313,9 +313,14 @@ class ScimHandler:
         return self._group_response(request, record, 200, members)
 
     def _patch_group(self, request: ScimRequest, rest: list[str]) -> ScimResponse:
-        """Membership deltas never read the group's members. The response carries the group
-        without `members` unless the client names them in `attributes` (Microsoft advises against
-        returning member lists from PATCH; a 50,000-member group would not fit a response)."""
+        """Membership deltas never read the group's members.
+
+        RFC 7644 §3.5.2 allows 200 with the entire resource or 204. The entire resource includes
+        `members`, which for a 50,000-member group is a full read and a response too large to
+        send, and Microsoft advises 204 for group PATCH. So: 204 (with the new ETag) unless the
+        client asks for a representation with `attributes`/`excludedAttributes`; then 200 with
+        the group, reading members only if that representation includes them
+        (`excludedAttributes=members` never reads them)."""
         group_id = rest[0]
         plan = plan_group_patch(self._json_body(request), group_id)
         cause = _cause(request, "PATCH /Groups/{id}")
@@ -347,9 +352,9 @@ class ScimHandler:
             record = self.directory.get_group(group_id)
             self._check_if_match(request, record.version)
         projection = Projection.from_query(request.query)
-        members = (
-            self.directory.group_members(group_id) if projection.wants("members", by_default=False) else None
-        )
+        if not projection.requested:
+            return ScimResponse(status=204, body=None, headers={"ETag": etag_of(record.version)})
+        members = self.directory.group_members(group_id) if projection.wants("members") else None
         return _resource_response(
             200, projection.apply(group_json(record, request.base_url, members)), record.version
         )

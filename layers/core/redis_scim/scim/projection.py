@@ -31,11 +31,16 @@ class Projection:
             excluded=_parse(_param(query, "excludedAttributes")),
         )
 
+    @property
+    def requested(self) -> bool:
+        """Whether the client named attributes to return or to leave out."""
+        return bool(self.attributes or self.excluded)
+
     def wants(self, attribute: str, *, by_default: bool = True) -> bool:
         """Whether the top-level `attribute` belongs in the response.
 
         `by_default` False is for attributes returned only when asked for by name (User `groups`
-        in list responses, Group `members` after a PATCH).
+        in list responses).
         """
         name = attribute.lower()
         if self.attributes:
