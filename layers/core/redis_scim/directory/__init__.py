@@ -2,7 +2,8 @@
 
 The SCIM handler and the applier depend only on `Directory` below. Implementations:
 `directory.memory.MemoryDirectory` (tests, benchmarks) and `directory.dynamodb.DynamoDirectory`
-(the single DynamoDB table of DESIGN.md §5). Both pass `tests/integration/directory/test_directory_contract.py`.
+(the single DynamoDB table of DESIGN.md §5). Both pass
+`tests/integration/directory/test_directory_contract.py`.
 
 Rules every implementation follows:
 - Records returned are copies; mutating them changes nothing stored.

@@ -224,7 +224,12 @@ class MemoryDirectory:
                 additions = distinct_members(change.add_members)
                 self._check_members(additions)
                 joining = [m for uid, m in additions.items() if uid not in group.members]
-                leaving = [uid for uid in dict.fromkeys(change.remove_members) if uid in group.members]
+                # An id both added and removed ends up a member (removals apply first).
+                leaving = [
+                    uid
+                    for uid in dict.fromkeys(change.remove_members)
+                    if uid in group.members and uid not in additions
+                ]
             renamed = resource is not None and resource["displayName"] != group.record.display_name
             if resource is None and not joining and not leaving:
                 return copy.deepcopy(group.record)
