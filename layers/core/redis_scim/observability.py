@@ -7,9 +7,11 @@ only at the handler edge (functions/*/app.py); the core just logs and counts.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "redis-scim")
@@ -19,6 +21,17 @@ logger = Logger(service=SERVICE)
 metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
 # Only botocore is patched: patching every library X-Ray knows costs cold-start time for nothing.
 tracer = Tracer(service=SERVICE, patch_modules=("botocore",))
+
+
+def route_core_logs_to_json() -> None:
+    """Send the core modules' standard-library logs (`logging.getLogger(__name__)`) through the
+    powertools JSON handler, so they carry the correlation id too.
+
+    Called by the Lambda handlers at cold start only: it stops `redis_scim` logs from propagating
+    to the root logger, which is what a test's log capture listens on.
+    """
+    logging.getLogger("redis_scim")  # registers the package's parent logger so it can be configured
+    copy_config_to_registered_loggers(source_logger=logger, include={"redis_scim"})
 
 
 class MetricName:
