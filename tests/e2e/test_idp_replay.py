@@ -48,6 +48,8 @@ import boto3
 import httpx
 import pytest
 
+from redis_scim.directory.dynamodb import GROUP_SK, MEMBER_PREFIX, UNIQUE_SK, USER_SK
+
 RECORDINGS = Path(__file__).parent / "recordings"
 SCIM_MEDIA_TYPE = "application/scim+json"
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
@@ -428,14 +430,70 @@ def _strings(node: Any) -> Iterator[str]:
             yield from _strings(child)
 
 
-def audit_directory(endpoint_url: str, secrets_sent: set[str]) -> None:
-    """No item stores a password attribute or any secret the replay sent (clear passwords, the token)."""
-    for table, items in scan_tables(endpoint_url).items():
-        for item in items:
+def audit_secrets(tables: dict[str, list[dict[str, Any]]], secrets_sent: set[str]) -> None:
+    """No item of any table stores a password attribute or a secret the replay sent (passwords, the token)."""
+    for table, items in tables.items():
+        for item in map(_decode_json_strings, items):
             keys = find_key(item, "password")
             assert not keys, f"{table}: item {item.get('pk')!r} stores {keys}"
-            leaked = [secret for secret in secrets_sent for text in _strings(item) if secret in text]
+            leaked = any(secret in text for secret in secrets_sent for text in _strings(item))
             assert not leaked, f"{table}: item {item.get('pk')!r} stores a secret the IdP sent in clear"
+
+
+def _decode_json_strings(node: Any) -> Any:
+    """The item with attributes that hold JSON documents (the stored SCIM `resource`) parsed."""
+    if isinstance(node, str) and node.startswith(("{", "[")):
+        try:
+            return _decode_json_strings(json.loads(node))
+        except ValueError:
+            return node
+    if isinstance(node, dict):
+        return {key: _decode_json_strings(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_decode_json_strings(value) for value in node]
+    return node
+
+
+def audit_memberships(tables: dict[str, list[dict[str, Any]]]) -> None:
+    """Both directions of every membership agree and name live resources; guards name live owners.
+
+    Reads the Directory's item layout (directory/dynamodb.py): a deleted user is a tombstone that
+    belongs to no group; a membership item `GROUP#<gid>`/`MEMBER#<uid>` mirrors the user's `group_ids`.
+    """
+    for table, items in tables.items():
+        users = {_id(item): item for item in items if item.get("sk") == USER_SK and not item.get("deleted")}
+        tombstones = {_id(item): item for item in items if item.get("sk") == USER_SK and item.get("deleted")}
+        groups = {_id(item) for item in items if item.get("sk") == GROUP_SK}
+        memberships = {
+            (_id(item), str(item["sk"])[len(MEMBER_PREFIX) :])
+            for item in items
+            if str(item.get("sk", "")).startswith(MEMBER_PREFIX)
+        }
+        for group_id, user_id in memberships:
+            assert group_id in groups, f"{table}: membership of {user_id} in a group that no longer exists"
+            assert user_id in users, (
+                f"{table}: group {group_id} keeps a member {user_id} that no longer exists"
+            )
+            assert group_id in users[user_id].get("group_ids", set()), (
+                f"{table}: user {user_id} is a member of {group_id} but its group_ids miss it"
+            )
+        for user_id, user in users.items():
+            for group_id in user.get("group_ids", set()):
+                assert (group_id, user_id) in memberships, (
+                    f"{table}: user {user_id} lists group {group_id} without a membership item"
+                )
+        for user_id, tombstone in tombstones.items():
+            assert not tombstone.get("group_ids"), f"{table}: deleted user {user_id} still lists groups"
+        owners = set(users) | groups
+        for item in items:
+            if item.get("sk") == UNIQUE_SK:
+                assert item.get("owner") in owners, (
+                    f"{table}: uniqueness guard {item['pk']} of a deleted owner"
+                )
+
+
+def _id(item: dict[str, Any]) -> str:
+    return str(item["pk"]).split("#", 1)[1]
 
 
 # --- tests -----------------------------------------------------------------------------------------
@@ -452,7 +510,9 @@ def test_idp_conversation_replays_correctly(path: Path, local_stack: Any) -> Non
     with httpx.Client(timeout=30) as client:
         replay = Replay(recording, client, local_stack.base_url, local_stack.token)
         replay.run()
-    audit_directory(local_stack.aws_endpoint_url, replay.passwords_sent | {local_stack.token})
+    tables = scan_tables(local_stack.aws_endpoint_url)
+    audit_secrets(tables, replay.passwords_sent | {local_stack.token})
+    audit_memberships(tables)
 
 
 @pytest.mark.parametrize("path", _recordings(), ids=lambda path: path.stem)
@@ -534,3 +594,44 @@ def test_placeholders_keep_types_and_transform() -> None:
         scope.substitute("{{bob.id}}")
     with pytest.raises(KeyError):
         scope.substitute("{{alice.missing}}")
+
+
+def _directory(*extra: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        "directory": [
+            {"pk": "USER#u1", "sk": USER_SK, "group_ids": {"g1"}},
+            {"pk": "USER#u2", "sk": USER_SK, "deleted": True},
+            {"pk": "GROUP#g1", "sk": GROUP_SK},
+            {"pk": "GROUP#g1", "sk": f"{MEMBER_PREFIX}u1", "display": "u1"},
+            {"pk": "UNIQUE#User#userName#abc", "sk": UNIQUE_SK, "owner": "u1"},
+            *extra,
+        ]
+    }
+
+
+def test_membership_audit_accepts_a_consistent_directory() -> None:
+    audit_memberships(_directory())
+
+
+@pytest.mark.parametrize(
+    "dangling",
+    [
+        {"pk": "GROUP#g1", "sk": f"{MEMBER_PREFIX}u2"},  # a deleted user still a member
+        {"pk": "GROUP#g9", "sk": f"{MEMBER_PREFIX}u1"},  # a member of a deleted group
+        {"pk": "USER#u3", "sk": USER_SK, "group_ids": {"g1"}},  # one direction only
+        {"pk": "USER#u4", "sk": USER_SK, "deleted": True, "group_ids": {"g1"}},
+        {"pk": "UNIQUE#User#userName#def", "sk": UNIQUE_SK, "owner": "u2"},  # a guard never released
+    ],
+)
+def test_membership_audit_finds_dangling_items(dangling: dict[str, Any]) -> None:
+    with pytest.raises(AssertionError):
+        audit_memberships(_directory(dangling))
+
+
+def test_secret_audit_finds_a_clear_password_anywhere() -> None:
+    tables = {"audit": [{"pk": "a", "detail": {"body": ["x tmp-Pa55word y"]}}]}
+    audit_secrets(tables, {"other"})
+    with pytest.raises(AssertionError):
+        audit_secrets(tables, {"tmp-Pa55word"})
+    with pytest.raises(AssertionError):
+        audit_secrets({"directory": [{"pk": "USER#u1", "resource": '{"Password": "h"}'}]}, set())
