@@ -311,3 +311,10 @@ def test_group_if_match_mismatch_is_412_and_changes_nothing(scim, users):
     assert scim.get(f"/Groups/{group['id']}").body == {**group, "members": group["members"]}
     ok = scim.patch(f"/Groups/{group['id']}", add, headers={"if-match": group["meta"]["version"]})
     assert ok.status == 204 and ok.headers["ETag"] == 'W/"2"'
+
+
+def test_post_with_too_many_members_is_too_many_and_creates_nothing(scim):
+    members = [{"value": f"id{index}"} for index in range(10_001)]
+    response = scim.post("/Groups", {"displayName": "huge", "members": members})
+    assert response.status == 400 and response.body["scimType"] == "tooMany"
+    assert scim.get("/Groups").body["totalResults"] == 0

@@ -415,3 +415,36 @@ def test_if_match_current_version_succeeds(scim):
     )
     assert response.status == 200 and response.headers["ETag"] == 'W/"2"'
     assert scim.delete(f"/Users/{created['id']}", headers={"if-match": 'W/"2"'}).status == 204
+
+
+class RecordingDirectory:
+    """Wraps a Directory and records the search arguments the handler passes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.searches: list[dict[str, Any]] = []
+
+    def search_users(self, **kwargs: Any) -> Any:
+        self.searches.append(kwargs)
+        return self.inner.search_users(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_indexed_eq_filters_become_lookups(directory, scim_for):
+    recording = RecordingDirectory(directory)
+    scim = scim_for(recording)
+    created = scim.post("/Users", okta_user()).body
+    cases = {
+        'userName eq "ADA.L@corp.example"': (("userName", "ADA.L@corp.example"), False),
+        'externalId eq "00uABCDEF123"': (("externalId", "00uABCDEF123"), False),
+        f'id eq "{created["id"]}"': (("id", created["id"]), False),
+        'active eq true and USERNAME eq "ada.l@corp.example"': (("userName", "ada.l@corp.example"), True),
+        'userName co "ada"': (None, True),
+    }
+    for expression, (lookup, has_predicate) in cases.items():
+        response = scim.get("/Users", query={"filter": expression})
+        assert response.body["totalResults"] == 1, expression
+        assert recording.searches[-1]["lookup"] == lookup, expression
+        assert (recording.searches[-1]["predicate"] is not None) == has_predicate, expression

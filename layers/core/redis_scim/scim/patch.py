@@ -23,6 +23,7 @@ from redis_scim.directory import GroupChange, Member
 from redis_scim.scim.resources import (
     ENTERPRISE_SCHEMA,
     GROUP_SCHEMA,
+    MAX_MEMBERS_PER_REQUEST,
     PATCH_OP_SCHEMA,
     POLICY,
     USER_SCHEMA,
@@ -36,7 +37,6 @@ from redis_scim.scim.resources import (
 )
 
 MAX_OPERATIONS = 1000
-MAX_MEMBERS_PER_REQUEST = 10_000
 
 
 def operations_of(body: Any) -> list[dict[str, Any]]:

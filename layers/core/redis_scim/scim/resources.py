@@ -73,6 +73,9 @@ class EnterpriseUser(Extension):
 UserModel = User[EnterpriseUser]
 GroupModel = Group
 
+# A request may name at most this many members (POST/PUT body, or all operations of a PATCH).
+MAX_MEMBERS_PER_REQUEST = 10_000
+
 # Keys the store owns: never part of a stored `resource` dict.
 _USER_OWNED = frozenset({"id", "meta", "schemas", "password", "groups"})
 _GROUP_OWNED = frozenset({"id", "meta", "schemas", "members"})
@@ -163,6 +166,8 @@ def group_from_body(
 def members_from_value(value: Any) -> list[Member]:
     """Members as a request carries them: `[{value, display?, type?, $ref?}]` (or one object)."""
     items = value if isinstance(value, list) else [value]
+    if len(items) > MAX_MEMBERS_PER_REQUEST:
+        raise errors.TooMany(f"at most {MAX_MEMBERS_PER_REQUEST} members per request")
     members: dict[str, Member] = {}
     for item in items:
         if not isinstance(item, dict):
