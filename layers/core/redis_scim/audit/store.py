@@ -27,6 +27,7 @@ from redis_scim.audit.record import (
     user_name_key,
 )
 from redis_scim.errors import RedisScimError, ServiceUnavailable
+from redis_scim.observability import logger as default_logger
 
 BY_DAY_INDEX = "ByDay"
 BY_USER_NAME_INDEX = "ByUserName"
@@ -97,7 +98,7 @@ class AuditTrail:
         self.table_name = table_name
         self.client = client
         self.retention_days = retention_days
-        self.logger = logger or Logger(service="redis-scim")
+        self.logger = logger or default_logger
         self.clock = clock
 
     def append(self, entry: AuditEntry) -> AuditRecord:
