@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from moto.dynamodb.models.table import Table
 
 from redis_scim.directory.dynamodb import DynamoDirectory
 from redis_scim.directory.memory import ListFeed, MemoryDirectory
-from redis_scim.local.resources import create_resources
+from redis_scim.local.resources import create_resources, load_template
 
 
 class _TableSnapshotsAreFree:
@@ -63,24 +64,32 @@ def _transact_with_item_rollback(self: Any, transact_items: list[dict[str, Any]]
             raise
 
 
-@pytest.fixture(scope="session")
-def fast_moto_transactions() -> Iterator[None]:
+@pytest.fixture(scope="module")
+def aws() -> Iterator[boto3.Session]:
+    """moto for this module, with transactions that cost what DynamoDB's do (one per item)."""
     patch = pytest.MonkeyPatch()
     patch.setattr(moto_dynamodb, "copy", _TableSnapshotsAreFree)
     patch.setattr(moto_dynamodb.DynamoDBBackend, "transact_write_items", _transact_with_item_rollback)
-    yield
+    with mock_aws():
+        yield boto3.Session(region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
     patch.undo()
 
 
-@pytest.fixture
-def aws(fast_moto_transactions: None) -> Iterator[boto3.Session]:
-    with mock_aws():
-        yield boto3.Session(region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+@pytest.fixture(scope="module")
+def dynamodb_client(aws: boto3.Session) -> Any:
+    return aws.client("dynamodb")
 
 
 @pytest.fixture
-def directory_table(aws: boto3.Session) -> str:
-    return create_resources(aws).tables["DirectoryTable"]
+def directory_table(aws: boto3.Session, dynamodb_client: Any) -> Iterator[str]:
+    """A fresh Directory table (keys and indexes from template.yaml) for one test."""
+    template = load_template()
+    template["Resources"] = {"DirectoryTable": template["Resources"]["DirectoryTable"]}
+    table = create_resources(aws, stack_name=f"t{uuid.uuid4().hex[:12]}", template=template).tables[
+        "DirectoryTable"
+    ]
+    yield table
+    dynamodb_client.delete_table(TableName=table)
 
 
 def _memory(request: pytest.FixtureRequest) -> Subject:
@@ -90,7 +99,7 @@ def _memory(request: pytest.FixtureRequest) -> Subject:
 
 def _dynamodb(request: pytest.FixtureRequest) -> Subject:
     table = request.getfixturevalue("directory_table")
-    client = request.getfixturevalue("aws").client("dynamodb")
+    client = request.getfixturevalue("dynamodb_client")
     feed = ListFeed()
     return Subject(DynamoDirectory(table, client, feed), feed)
 

@@ -330,8 +330,8 @@ class DynamoDirectory:
         raise errors.ServiceUnavailable(f"User {user_id} is changing too often; retry later")
 
     def delete_user(self, user_id: str, *, expected_version: int | None, cause: Cause) -> None:
-        refused = False
-        for _ in range(MAX_ATTEMPTS):
+        refused = 0
+        while refused < MAX_ATTEMPTS:
             item = self._get(_user_key(user_id))
             if item is None or "deleted" in item:
                 raise errors.NotFound(f"User {user_id} not found")
@@ -352,7 +352,7 @@ class DynamoDirectory:
                     continue
                 self._write(self._tombstone_items(current, group_ids))
             except _Cancelled:
-                refused = True
+                refused += 1
                 self._pause()
                 continue
             self._publish([UserChange(user_id, current.version + 1, cause)])
@@ -435,20 +435,19 @@ class DynamoDirectory:
         if expected_version is not None and expected_version != current.version:
             raise version_conflict("Group", group_id, expected_version, current.version)
         members = [member.value for member in self._members(group_id)]
-        changes: list[UserChange] = []
-        try:
-            if members:
-                head = _Head([self._group_bump(group_id, expected_version)], self._group_explainer(group_id))
-                steps = [_Step(uid, "leave") for uid in members]
-                changes = self._run_steps(
-                    group_id, steps, head, _Snapshot(members=set(members)), cause, utc_now(), publish=False
-                )
-                expected_version = None
-            condition = "attribute_exists(pk)"
-            values = {}
-            if expected_version is not None:
-                condition += " AND #version = :expected"
-                values[":expected"] = _n(expected_version)
+        if members:
+            # Members leave first, the group item goes last: an interrupted delete leaves a smaller
+            # group that a repeated DELETE finishes, never memberships of a group that is gone.
+            head = _Head([self._group_bump(group_id, expected_version)], self._group_explainer(group_id))
+            steps = [_Step(uid, "leave") for uid in members]
+            self._run_steps(group_id, steps, head, _Snapshot(members=set(members)), cause, utc_now())
+            expected_version = None
+        for _ in range(MAX_ATTEMPTS):
+            # The guards to release are those of the group as it is now (a rename may have moved them).
+            current = self.get_group(group_id)
+            condition, values = "#version = :read", {":read": _n(current.version)}
+            if expected_version is not None and expected_version != current.version:
+                raise version_conflict("Group", group_id, expected_version, current.version)
             delete = {
                 "Delete": {
                     "TableName": self._table,
@@ -460,9 +459,12 @@ class DynamoDirectory:
             releases = [
                 self._guard_delete(key, group_id) for key in self._guard_keys("Group", current.resource)
             ]
-            self._write_retrying([delete, *releases], explain=self._group_explainer(group_id))
-        finally:
-            self._publish(changes)
+            try:
+                self._write([delete, *releases])
+                return
+            except _Cancelled:
+                self._pause()
+        raise errors.ServiceUnavailable(f"Group {group_id} is changing too often; retry later")
 
     def search_groups(
         self, *, lookup: Lookup | None, predicate: Predicate | None, start_index: int, count: int
@@ -608,9 +610,7 @@ class DynamoDirectory:
                 return taken("Group", list(new_claims)[index - first_put])
             if index == 0 and expected_version is not None:
                 return version_conflict("Group", current.id, expected_version, None)
-            if index == 0:
-                raise _Retry  # changed since read, and the caller expected no version: start again
-            return None
+            raise _Retry  # changed since read, and the caller expected no version: start again
 
         return _Head([update, *moves], explain)
 
@@ -645,11 +645,9 @@ class DynamoDirectory:
         snapshot: _Snapshot,
         cause: Cause,
         now: str,
-        *,
-        publish: bool = True,
-    ) -> list[UserChange]:
-        """Apply `steps` chunk by chunk; the first chunk also writes `head`. Returns the changes
-        committed (published here unless `publish` is False, even when a later chunk fails)."""
+    ) -> None:
+        """Apply `steps` chunk by chunk; the first chunk also writes `head`. The changes committed
+        are published, even when a later chunk fails."""
         changes: list[UserChange] = []
         chunks = [steps[i : i + CHUNK_USERS] for i in range(0, len(steps), CHUNK_USERS)] or [[]]
         try:
@@ -663,9 +661,7 @@ class DynamoDirectory:
                     group_id, chunk, extra, snapshot, cause, now, head_required=index == 0
                 )
         finally:
-            if publish:
-                self._publish(changes)
-        return changes
+            self._publish(changes)
 
     def _run_chunk(
         self,
@@ -689,16 +685,16 @@ class DynamoDirectory:
             for step in chunk:
                 version = known.versions.get(step.user_id)
                 is_member = step.user_id in known.members
-                # A user deleted meanwhile has left every group; a repeated step is already done.
-                if (
-                    version is None
-                    or (step.action == "join" and is_member)
-                    or (step.action == "leave" and not is_member)
-                ):
+                if (step.action == "join" and is_member) or (step.action == "leave" and not is_member):
+                    continue  # already done (a repeated or concurrent request)
+                if version is None:
+                    # The user is gone. Its delete removed its memberships; drop any left behind.
+                    if step.action == "leave":
+                        items.append(self._membership_delete(group_id, step.user_id))
                     continue
                 items += self._step_items(group_id, step, version, now)
                 changes.append(UserChange(step.user_id, version + 1, cause))
-            if not changes and not head_required:
+            if len(items) == len(head.items) and not head_required:
                 return []
             try:
                 self._write(items)
@@ -739,16 +735,17 @@ class DynamoDirectory:
                 member["display"] = _s(step.display)
             items.append(self._put(member, "attribute_not_exists(pk)"))
         elif step.action == "leave":
-            items.append(
-                {
-                    "Delete": {
-                        "TableName": self._table,
-                        "Key": _member_key(group_id, step.user_id),
-                        "ConditionExpression": "attribute_exists(pk)",
-                    }
-                }
-            )
+            items.append(self._membership_delete(group_id, step.user_id))
         return items
+
+    def _membership_delete(self, group_id: str, user_id: str) -> dict[str, Any]:
+        return {
+            "Delete": {
+                "TableName": self._table,
+                "Key": _member_key(group_id, user_id),
+                "ConditionExpression": "attribute_exists(pk)",
+            }
+        }
 
     def _snapshot(self, group_id: str, user_ids: list[str], *, with_memberships: bool) -> _Snapshot:
         keys = [_user_key(uid) for uid in user_ids]
