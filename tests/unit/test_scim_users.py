@@ -98,6 +98,15 @@ def test_foreign_schema_uris_and_unknown_attributes_are_tolerated(scim):
     assert "customField" not in response.body
 
 
+def test_emails_are_stored_as_sent(scim):
+    """On-premises AD UPNs (`.local`) reach the email attribute; Entra asks not to transform values."""
+    emails = [{"value": "Ada.L@corp.local", "type": "work", "primary": True}]
+    body = create(scim, {"userName": "ada@corp.local", "emails": emails})
+    assert body["emails"] == emails
+    found = scim.get("/Users", query={"filter": 'emails[type eq "work"].value eq "ada.l@corp.local"'})
+    assert found.body["totalResults"] == 1
+
+
 def test_string_booleans_for_active_are_stored_as_json_booleans(scim, directory):
     cases = (("False", False), ("false", False), ("True", True), ("true", True))
     for index, (text, expected) in enumerate(cases):

@@ -9,7 +9,7 @@ built straight from stored dicts, without another round through the models.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Generic
 
 from pydantic import Field, ValidationError
 from scim2_models import URN as SchemaUrn
@@ -24,8 +24,12 @@ from scim2_models import (
     Required,
     SCIMException,
     ScimPolicy,
-    User,
 )
+from scim2_models import Email as CoreEmail
+from scim2_models import (
+    User as CoreUser,
+)
+from scim2_models.resources.resource import AnyExtension
 
 from redis_scim import errors
 from redis_scim.directory import GroupRecord, GroupRef, Member, UserRecord
@@ -53,7 +57,7 @@ class Manager(ComplexAttribute):
     both are optional in practice; the library's static class requires `$ref`)."""
 
     value: Annotated[str | None, CaseExact.true] = None
-    ref: Annotated[Reference[User] | None, Required.false] = Field(  # type: ignore[type-arg]
+    ref: Annotated[Reference[CoreUser] | None, Required.false] = Field(  # type: ignore[type-arg]
         None, serialization_alias="$ref", validation_alias="$ref"
     )
     display_name: Annotated[str | None, Mutability.read_only] = None
@@ -68,6 +72,19 @@ class EnterpriseUser(Extension):
     division: str | None = None
     department: str | None = None
     manager: Manager | None = None
+
+
+class Email(CoreEmail):
+    """An email whose value is stored as sent: the core model's RFC 5322 check refuses addresses
+    directory-synced IdPs do send (`user@corp.local` from on-premises AD) and rewrites
+    `Name <addr>` forms, where Entra asks servers not to transform values (MS-TUT)."""
+
+    value: str | None = None
+
+
+class User(CoreUser[AnyExtension], Generic[AnyExtension]):
+    emails: list[Email] | None = None  # type: ignore[assignment]  # a subclass, list is invariant
+    Emails: ClassVar[type[ComplexAttribute]] = Email
 
 
 UserModel = User[EnterpriseUser]
