@@ -85,7 +85,9 @@ class ServerProcess:
             # CONFIG REWRITE rewrites this file in place; only write it on the first start so a
             # restart sees what the server persisted.
             if not self.config_file.exists():
-                lines = [f'{key} "{value}"' if value == "" else f"{key} {value}" for key, value in settings.items()]
+                lines = [
+                    f'{key} "{value}"' if value == "" else f"{key} {value}" for key, value in settings.items()
+                ]
                 self.config_file.write_text("\n".join(lines) + "\n")
             command = [self.binary, str(self.config_file)]
         else:
@@ -224,15 +226,12 @@ def _cluster_node_id(server: ServerProcess) -> str:
 def _cluster_ready(cluster: Cluster) -> bool:
     for server in cluster.nodes:
         with server.client() as client:
-            info = client.execute_command("CLUSTER", "INFO")
-            info = info if isinstance(info, dict) else dict(
-                line.split(":", 1) for line in str(info).splitlines() if ":" in line
-            )
-            if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) != len(cluster.nodes):
-                return False
+            info = client.cluster("INFO")
+        if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) != len(cluster.nodes):
+            return False
     with cluster.primaries[0].client() as client:
-        lines = str(client.execute_command("CLUSTER", "NODES")).splitlines()
-    return sum(" slave " in f" {line} " or ",slave " in line for line in lines) == len(cluster.replicas)
+        roles = [line.split()[2] for line in str(client.execute_command("CLUSTER", "NODES")).splitlines()]
+    return sum("slave" in role.split(",") for role in roles) == len(cluster.replicas)
 
 
 @pytest.fixture(scope="session")
