@@ -1,0 +1,47 @@
+"""ScimApiFunction: API Gateway REST proxy events in, SCIM 2.0 responses out.
+
+Everything worth testing lives in the core layer (`redis_scim.apigateway.ScimApi`); this module only
+wires it to AWS once per cold start and applies the observability decorators at the edge.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
+
+from redis_scim.apigateway import ScimApi
+from redis_scim.auth import BearerAuthenticator, SecretsManagerTokens
+from redis_scim.config import Settings
+from redis_scim.directory.changefeed import SqsChangeFeed
+from redis_scim.directory.dynamodb import DynamoDirectory
+from redis_scim.observability import logger, metrics, route_core_logs_to_json, tracer
+from redis_scim.scim.handler import ScimHandler
+
+route_core_logs_to_json()
+settings = Settings.from_env()
+if not settings.change_queue_url:
+    raise RuntimeError("CHANGE_QUEUE_URL is not set: the SCIM API cannot publish changes")
+session = boto3.Session()
+aws_config = Config(retries={"mode": "standard"})  # the Directory relies on botocore retrying throttles
+directory = DynamoDirectory(
+    settings.directory_table,
+    session.client("dynamodb", config=aws_config),
+    SqsChangeFeed(settings.change_queue_url, session.client("sqs", config=aws_config)),
+    metrics=metrics,
+)
+api = ScimApi(
+    ScimHandler(directory),
+    BearerAuthenticator(SecretsManagerTokens(settings.token_secret_id, session.client("secretsmanager"))),
+)
+
+
+# The correlation id is API Gateway's request id; it travels on through SQS to the applier.
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler(capture_response=False)  # responses carry identities: keep them out of traces
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return api(event)

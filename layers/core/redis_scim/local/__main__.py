@@ -1,0 +1,40 @@
+"""`python -m redis_scim.local` (what `make run` starts): serve the local stack until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from redis_scim.local.stack import LocalStack, ServiceFactory, StackConfig
+
+# The applier's SQS poller and the reconciler timer are added here as they are built.
+SERVICES: tuple[ServiceFactory, ...] = ()
+
+
+def main() -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        config = StackConfig.from_env()
+        stack = LocalStack(config, service_factories=SERVICES)
+        stack.start()
+    except (OSError, ValueError) as exc:
+        print(f"redis-scim local stack failed to start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        for line in stack.banner():
+            print(line, flush=True)
+        # A short wait loop rather than one long wait: the signal handler runs between waits.
+        while not stop.wait(0.5):
+            pass
+        print("Stopping...", flush=True)
+    finally:
+        stack.stop()
+    print("Stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
