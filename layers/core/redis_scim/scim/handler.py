@@ -3,6 +3,18 @@
 Authentication happens before `handle` (in the Lambda adapter). Every failure, expected or not,
 leaves here as an RFC 7644 §3.12 Error body built in one place, `error_response`; an unexpected
 exception becomes a 500 that leaks nothing of its internals.
+
+Choices a client can observe (advertised in /ServiceProviderConfig where the RFC has a field):
+- Users: PATCH and PUT answer 200 with the user; single-user responses carry the derived `groups`,
+  list responses only when `attributes` names it.
+- Groups: PATCH answers 204 with the new ETag unless the client asks for a representation
+  (`attributes`/`excludedAttributes`), because the entire resource would include every member.
+- Limits: `count` is capped at `filter.maxResults`; filters at 4 KiB; 1,000 operations per PATCH;
+  10,000 members per request; bodies at `max_body_bytes` (413).
+- Not supported, said so: bulk (SPC, and 501 on /Bulk), sorting (SPC; `sortBy` is ignored),
+  POST /.search and /Me (501).
+- Concurrency: writes are conditional on the version read. With If-Match a lost race is a 412;
+  without, the request is re-applied to the fresh state up to `MAX_CONFLICT_RETRIES` times, then 503.
 """
 
 from __future__ import annotations
