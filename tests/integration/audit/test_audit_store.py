@@ -153,6 +153,34 @@ def test_a_writer_that_keeps_losing_gives_up_without_forking(
     assert [r.action for r in trail.history("user-1")] == [Action.CREATE]
 
 
+class RepeatedPut:
+    """A client whose first PutItem lands but answers ConditionalCheckFailed, as when botocore
+    repeats a put whose response was lost: the repeat finds the item its first try wrote."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.repeated = client, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def put_item(self, **request: Any) -> Any:
+        response = self.client.put_item(**request)
+        if self.repeated:
+            return response
+        self.repeated = True
+        return self.client.put_item(**request)  # the repeat: fails its attribute_not_exists condition
+
+
+def test_a_put_repeated_after_it_landed_is_not_appended_twice(table: str, client: Any) -> None:
+    log = io.StringIO()
+    trail = AuditTrail(table, RepeatedPut(client), logger=Logger(service=f"audit-test-{uuid.uuid4().hex}",
+                                                                  stream=log))
+    record = trail.append(make_entry())
+    assert trail.history("user-1") == [record]
+    assert len(log.getvalue().strip().splitlines()) == 1
+    assert trail.append(make_entry(action=Action.UPDATE)).seq == 2
+
+
 def test_find_user_ids_by_any_name_the_user_had(trail: AuditTrail) -> None:
     trail.append(make_entry("user-1", user_name="Alice@Example.com"))
     trail.append(make_entry("user-1", user_name="alice.smith@example.com", action=Action.UPDATE))

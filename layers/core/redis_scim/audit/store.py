@@ -108,9 +108,9 @@ class AuditTrail:
         being free, and the loser re-reads the head and retries. Raises `SecretInAuditRecord`
         for a record that would carry a secret, `ServiceUnavailable` when retries run out.
         """
+        previous = self.last(entry.user_id)
         for attempt in range(_MAX_APPEND_ATTEMPTS):
-            record = seal(entry, previous=self.last(entry.user_id), at=self.clock(),
-                          retention_days=self.retention_days)
+            record = seal(entry, previous=previous, at=self.clock(), retention_days=self.retention_days)
             try:
                 self.client.put_item(
                     TableName=self.table_name,
@@ -120,8 +120,12 @@ class AuditTrail:
             except ClientError as error:
                 if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                     raise
-                time.sleep(random.uniform(0, 0.01 * 2**attempt))
-                continue
+                previous = self.last(entry.user_id)
+                if previous is None or previous.hash != record.hash:
+                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                    continue
+                # Our own put landed on an earlier try that botocore repeated (e.g. after a
+                # timeout): the record is stored, and appending it again would duplicate it.
             self.logger.info("audit record", extra={"audit": record.to_json()})
             return record
         raise ServiceUnavailable(f"audit chain of user {entry.user_id} is contended; gave up appending")
