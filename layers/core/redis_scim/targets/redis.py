@@ -1,0 +1,482 @@
+"""The self-managed Redis/Valkey target: ACL users applied to every node, sessions cut, persisted.
+
+ACL changes are not replicated (REDIS_ACL_FACTS §1.5), so every SETUSER, DELUSER and CLIENT KILL
+goes to every node: the seed server, the extra `nodes` (e.g. replicas) and, for a Redis Cluster,
+every primary and replica `CLUSTER SHARDS` reports. One client per node, reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from redis_scim.policy import RedisTargetConfig
+from redis_scim.targets import NodeAcl, Permissions, TargetUnavailable
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+READ_CHUNK = 500  # GETUSERs per pipeline round trip: bounded memory, no long server stall
+DISCOVERY_TTL = 60.0  # seconds before the node list is re-read (cluster topology can change)
+DEFAULT_PORT = 6379
+
+_STATE_FLAGS = frozenset({"on", "off", "nopass"})
+_ROOT_FIELDS = ("commands", "keys", "channels")
+_NOT_CONFIGURED_FOR_ACLFILE = "not configured to use an acl file"
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """How to reach one node. The password is kept out of repr so it never reaches a log."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"_Endpoint({self.address}, tls={self.tls}, username={self.username!r})"
+
+
+def _parse_endpoint(url: str, inherit: _Endpoint | None = None) -> _Endpoint:
+    """`redis://[user[:password]@]host[:port]`, `rediss://…` (TLS) or a bare `host:port` for
+    extra nodes, which then inherit the scheme and credentials of the target's URL."""
+    if "://" not in url:
+        if inherit is None:
+            raise ValueError("a target URL needs a redis:// or rediss:// scheme")
+        url = f"{'rediss' if inherit.tls else 'redis'}://{url}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError("a target URL must be redis://host[:port] or rediss://host[:port]")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if inherit is not None and username is None and password is None:
+        username, password = inherit.username, inherit.password
+    return _Endpoint(
+        host=parts.hostname,
+        port=parts.port or DEFAULT_PORT,
+        tls=parts.scheme == "rediss",
+        username=username or None,
+        password=password,
+    )
+
+
+def _as_map(reply: Any) -> dict[str, Any]:
+    """A RESP3 map or a RESP2 flat key/value list as a dict."""
+    if isinstance(reply, dict):
+        return {str(key): value for key, value in reply.items()}
+    return {str(reply[index]): reply[index + 1] for index in range(0, len(reply), 2)}
+
+
+def _rule_text(value: Any) -> str:
+    # Redis 6.2 rendered keys/channels as lists of patterns; 7.0+ as one rule string.
+    if isinstance(value, list | tuple):
+        return " ".join(str(item) for item in value)
+    return "" if value is None else str(value)
+
+
+def _permissions(reply: dict[str, Any]) -> Permissions:
+    extra = tuple(sorted((key, _rule_text(value)) for key, value in reply.items() if key not in _ROOT_FIELDS))
+    return Permissions(
+        commands=_rule_text(reply.get("commands")),
+        keys=_rule_text(reply.get("keys")),
+        channels=_rule_text(reply.get("channels")),
+        extra=extra,
+    )
+
+
+def node_acl_from_getuser(reply: Any) -> NodeAcl | None:
+    """The `NodeAcl` of an `ACL GETUSER` reply (`None` for an absent user)."""
+    if reply is None:
+        return None
+    fields = _as_map(reply)
+    flags = {str(flag) for flag in fields.pop("flags", [])}
+    hashes = frozenset(str(hashed) for hashed in fields.pop("passwords", []))
+    selectors = frozenset(_permissions(_as_map(selector)) for selector in fields.pop("selectors", []))
+    return NodeAcl(
+        enabled="on" in flags,
+        password_hashes=hashes,
+        nopass="nopass" in flags,
+        root=_permissions(fields),
+        selectors=selectors,
+        flags=frozenset(flags - _STATE_FLAGS),
+    )
+
+
+@dataclass
+class _Credentials:
+    """The credential and state part of a rule list, evaluated as the server would."""
+
+    enabled: bool = False
+    nopass: bool = False
+    hashes: frozenset[str] = frozenset()
+
+
+def _split_rules(rules: Sequence[str]) -> tuple[_Credentials, tuple[str, ...]]:
+    """Separate credential/state rules (evaluated here, in order) from permission rules (left to
+    the server). A `reset` anywhere discards what came before it, as on the server."""
+    state = _Credentials()
+    hashes: set[str] = set()
+    permissions: list[str] = []
+    for rule in rules:
+        lowered = rule.lower()
+        if lowered == "reset":
+            state, permissions = _Credentials(), []
+            hashes.clear()
+        elif lowered in ("on", "off"):
+            state.enabled = lowered == "on"
+        elif lowered == "nopass":
+            hashes.clear()
+            state.nopass = True
+        elif lowered == "resetpass":
+            hashes.clear()
+            state.nopass = False
+        elif rule.startswith((">", "#")):
+            hashes.add(hashlib.sha256(rule[1:].encode()).hexdigest() if rule[0] == ">" else rule[1:])
+            state.nopass = False
+        elif rule.startswith(("<", "!")):
+            hashes.discard(hashlib.sha256(rule[1:].encode()).hexdigest() if rule[0] == "<" else rule[1:])
+        else:
+            permissions.append(rule)
+    state.hashes = frozenset(hashes)
+    return state, tuple(permissions)
+
+
+def _reason(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class RedisTarget:
+    """A self-managed Redis or Valkey: standalone, a primary with `nodes` (replicas), or a cluster.
+
+    `url` is the controller's connection (`redis://` or `rediss://`, optional `user:password@`);
+    `nodes` are extra node URLs or `host:port` (inheriting scheme and credentials from `url`). A
+    cluster is detected from the seed and every primary and replica it reports is a node.
+    `ca_file`, `client_cert_file`, `client_key_file` configure TLS (mutual TLS with the last two).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        nodes: Sequence[str] = (),
+        ca_file: str | None = None,
+        client_cert_file: str | None = None,
+        client_key_file: str | None = None,
+        socket_timeout: float = 2.0,
+        read_chunk: int = READ_CHUNK,
+        discovery_ttl: float = DISCOVERY_TTL,
+    ) -> None:
+        self.name = name
+        self._seed = _parse_endpoint(url)
+        self._extra = [_parse_endpoint(node, inherit=self._seed) for node in nodes]
+        self._tls_files = (ca_file, client_cert_file, client_key_file)
+        self._socket_timeout = socket_timeout
+        self._read_chunk = read_chunk
+        self._discovery_ttl = discovery_ttl
+        self._clients: dict[str, redis.Redis] = {}
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._discovered_at: float | None = None
+        self._canonical_cache: dict[tuple[str, ...], NodeAcl] = {}
+        self._persistence: dict[str, str] = {}  # node -> "aclfile" | "config" | "memory" | "unavailable"
+
+    @classmethod
+    def from_config(cls, config: RedisTargetConfig, *, name: str | None = None) -> RedisTarget:
+        """The backend of a policy's `kind: redis` target."""
+        return cls(
+            name or config.name,
+            config.url,
+            nodes=config.nodes,
+            ca_file=config.ca_file,
+            client_cert_file=config.client_cert_file,
+            client_key_file=config.client_key_file,
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisTarget({self.name!r}, {self._seed.address})"
+
+    # --- nodes ---------------------------------------------------------------------------------
+
+    def nodes(self) -> list[str]:
+        if self._discovered_at is None or time.monotonic() - self._discovered_at > self._discovery_ttl:
+            self._discover()
+        return list(self._endpoints)
+
+    def _discover(self) -> None:
+        """Re-read the node list from the first reachable known node (the seed first)."""
+        candidates = [self._seed, *self._endpoints.values()]
+        errors: dict[str, str] = {}
+        for candidate in candidates:
+            try:
+                found = self._nodes_seen_from(candidate)
+                break
+            except redis.RedisError as error:
+                errors.setdefault(candidate.address, _reason(error))
+        else:
+            raise TargetUnavailable(self.name, errors)
+        for endpoint in self._extra:
+            found.setdefault(endpoint.address, endpoint)
+        for address in set(self._clients) - set(found):
+            self._clients.pop(address).close()
+            self._persistence.pop(address, None)
+        self._endpoints = found
+        self._discovered_at = time.monotonic()
+
+    def _nodes_seen_from(self, endpoint: _Endpoint) -> dict[str, _Endpoint]:
+        client = self._client_for(endpoint)
+        if client.info("server").get("redis_mode") != "cluster":
+            return {endpoint.address: endpoint}
+        found: dict[str, _Endpoint] = {}
+        for shard in client.execute_command("CLUSTER", "SHARDS"):
+            for reply in _as_map(shard)["nodes"]:
+                node = _as_map(reply)
+                # A node without a usable endpoint is announced as "?" or ""; its ip still works.
+                host = node.get("endpoint") if node.get("endpoint") not in (None, "", "?") else node["ip"]
+                port = node["tls-port"] if endpoint.tls and node.get("tls-port") else node["port"]
+                member = _Endpoint(str(host), int(port), endpoint.tls, endpoint.username, endpoint.password)
+                found[member.address] = member
+        return found
+
+    def _client_for(self, endpoint: _Endpoint) -> redis.Redis:
+        client = self._clients.get(endpoint.address)
+        if client is None:
+            ca_file, cert_file, key_file = self._tls_files
+            client = redis.Redis(
+                host=endpoint.host,
+                port=endpoint.port,
+                username=endpoint.username,
+                password=endpoint.password,
+                ssl=endpoint.tls,
+                ssl_ca_certs=ca_file,
+                ssl_certfile=cert_file,
+                ssl_keyfile=key_file,
+                socket_timeout=self._socket_timeout,
+                socket_connect_timeout=self._socket_timeout,
+                # One quick retry for a dropped pooled connection; a node that is down fails fast.
+                retry=Retry(NoBackoff(), 1),
+                decode_responses=True,
+                # Usernames are arbitrary bytes on the server: keep any non-UTF-8 name round-trippable.
+                encoding_errors="surrogateescape",
+                client_name=f"redis-scim:{self.name}",
+            )
+            self._clients[endpoint.address] = client
+        return client
+
+    def _on_every_node(self, operation: Callable[[str, redis.Redis], T]) -> dict[str, T]:
+        """Run `operation(node, client)` on every node; raise TargetUnavailable naming each failed
+        node after all nodes were attempted."""
+        results: dict[str, T] = {}
+        failures: dict[str, str] = {}
+        for address in self.nodes():
+            try:
+                results[address] = operation(address, self._client_for(self._endpoints[address]))
+            except redis.RedisError as error:
+                failures[address] = _reason(error)
+        if failures:
+            # A node that failed may have been replaced: look the topology up again next time.
+            self._discovered_at = None
+            raise TargetUnavailable(self.name, failures, done=list(results))
+        return results
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def read_users(self, usernames: Sequence[str]) -> dict[str, dict[str, NodeAcl | None]]:
+        names = list(dict.fromkeys(usernames))
+
+        def read(_: str, client: redis.Redis) -> dict[str, NodeAcl | None]:
+            found: dict[str, NodeAcl | None] = {}
+            for start in range(0, len(names), self._read_chunk):
+                chunk = names[start : start + self._read_chunk]
+                pipe = client.pipeline(transaction=False)
+                for username in chunk:
+                    pipe.execute_command("ACL", "GETUSER", username)
+                found.update(zip(chunk, map(node_acl_from_getuser, pipe.execute()), strict=True))
+            return found
+
+        per_node = self._on_every_node(read)
+        return {name: {node: users[name] for node, users in per_node.items()} for name in names}
+
+    def list_usernames(self) -> dict[str, set[str]]:
+        return self._on_every_node(lambda _, client: set(client.execute_command("ACL", "USERS")))
+
+    def canonical(self, rules: Sequence[str]) -> NodeAcl:
+        """Credential and on/off rules are evaluated here; permission rules are normalized by the
+        server itself, on a throw-away user created and deleted inside one MULTI/EXEC (never
+        visible, never able to log in), cached per distinct permission rule list."""
+        state, permissions = _split_rules(rules)
+        normalized = self._canonical_cache.get(permissions)
+        if normalized is None:
+            normalized = self._probe(permissions)
+            self._canonical_cache[permissions] = normalized
+        return NodeAcl(
+            enabled=state.enabled,
+            password_hashes=state.hashes,
+            nopass=state.nopass,
+            root=normalized.root,
+            selectors=normalized.selectors,
+            flags=normalized.flags,
+        )
+
+    def _probe(self, permissions: tuple[str, ...]) -> NodeAcl:
+        probe = f"redis-scim-probe-{uuid.uuid4().hex}"
+        address = self.nodes()[0]
+        client = self._client_for(self._endpoints[address])
+        pipe = client.pipeline(transaction=True)
+        pipe.execute_command("ACL", "SETUSER", probe, "reset", *permissions)
+        pipe.execute_command("ACL", "GETUSER", probe)
+        pipe.execute_command("ACL", "DELUSER", probe)
+        try:
+            _, reply, _ = pipe.execute()
+        except redis.RedisError as error:
+            raise TargetUnavailable(self.name, {address: _reason(error)}) from error
+        acl = node_acl_from_getuser(reply)
+        if acl is None:
+            raise TargetUnavailable(self.name, {address: "the rules could not be normalized"})
+        return acl
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def write_user(self, username: str, rules: Sequence[str]) -> None:
+        full = list(rules) if rules and rules[0].lower() == "reset" else ["reset", *rules]
+        self._on_every_node(lambda _, client: client.execute_command("ACL", "SETUSER", username, *full))
+        logger.info(
+            "acl user written",
+            extra={"target": self.name, "redis_username": username, "rules": _redacted(full)},
+        )
+
+    def delete_user(self, username: str) -> None:
+        self._on_every_node(lambda _, client: client.execute_command("ACL", "DELUSER", username))
+        logger.info("acl user deleted", extra={"target": self.name, "redis_username": username})
+
+    def disconnect_user(self, username: str) -> int:
+        def kill(_: str, client: redis.Redis) -> int:
+            try:
+                return int(client.execute_command("CLIENT", "KILL", "USER", username))
+            except redis.ResponseError as error:
+                if "no such user" in str(error).lower():
+                    return 0  # absent on this node: nobody can be connected as it
+                raise
+
+        closed = sum(self._on_every_node(kill).values())
+        logger.info(
+            "acl user disconnected",
+            extra={"target": self.name, "redis_username": username, "connections_closed": closed},
+        )
+        return closed
+
+    def verify_revoked(self, username: str, *, deleted: bool) -> bool:
+        def check(_: str, client: redis.Redis) -> list[str]:
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command("ACL", "GETUSER", username)
+            pipe.execute_command("CLIENT", "LIST")
+            reply, clients = pipe.execute()
+            acl = node_acl_from_getuser(reply)
+            problems = []
+            if acl is not None and (deleted or acl.enabled):
+                problems.append("still exists" if deleted else "still enabled")
+            connected = sum(1 for entry in _client_users(clients) if entry == username)
+            if connected:
+                problems.append(f"{connected} connection(s) remain")
+            return problems
+
+        problems = {node: found for node, found in self._on_every_node(check).items() if found}
+        if problems:
+            logger.warning(
+                "revocation not verified",
+                extra={"target": self.name, "redis_username": username, "nodes": problems},
+            )
+        return not problems
+
+    # --- persistence ---------------------------------------------------------------------------
+
+    def persist(self) -> None:
+        """Per node: `ACL SAVE` when it has an aclfile, else `CONFIG REWRITE` when it has a config
+        file, else nothing (logged once per node: its users live in memory only and are lost on
+        restart until the reconciler repairs the node)."""
+
+        def save(address: str, client: redis.Redis) -> None:
+            mode = self._persistence.get(address)
+            if mode is None:
+                # Finding the mode already persisted once; the mode is then reused.
+                self._persistence[address] = self._find_persistence(address, client)
+            elif mode == "aclfile":
+                client.execute_command("ACL", "SAVE")
+            elif mode == "config":
+                client.execute_command("CONFIG", "REWRITE")
+
+        try:
+            self._on_every_node(save)
+        except TargetUnavailable as error:
+            for address in error.failures:
+                self._persistence.pop(address, None)
+            raise
+
+    def _find_persistence(self, address: str, client: redis.Redis) -> str:
+        # ACL SAVE answers "not configured to use an ACL file" without an aclfile: probing with it
+        # needs no CONFIG permission, which a least-privilege controller may lack.
+        try:
+            client.execute_command("ACL", "SAVE")
+            return "aclfile"
+        except redis.exceptions.NoPermissionError as error:
+            return self._cannot_persist(address, "ACL SAVE", error)
+        except redis.ResponseError as error:
+            if _NOT_CONFIGURED_FOR_ACLFILE not in str(error).lower():
+                raise
+        if not client.info("server").get("config_file"):
+            logger.warning(
+                "node has no aclfile and no config file: ACL changes live in memory only",
+                extra={"target": self.name, "node": address},
+            )
+            return "memory"
+        try:
+            client.execute_command("CONFIG", "REWRITE")
+        except redis.exceptions.NoPermissionError as error:
+            return self._cannot_persist(address, "CONFIG REWRITE", error)
+        return "config"
+
+    def _cannot_persist(self, address: str, command: str, error: Exception) -> str:
+        logger.warning(
+            "cannot persist ACL changes: the controller may not run " + command,
+            extra={"target": self.name, "node": address, "error": str(error)},
+        )
+        return "unavailable"
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        self._endpoints.clear()
+        self._discovered_at = None
+
+
+def _client_users(clients: Any) -> Iterable[str]:
+    """The `user=` of every connection in a CLIENT LIST reply (raw text or parsed by the client)."""
+    if isinstance(clients, str):
+        for line in clients.splitlines():
+            for part in line.split(" "):
+                if part.startswith("user="):
+                    yield part[len("user=") :]
+        return
+    for entry in clients:
+        yield str(entry.get("user", ""))
+
+
+def _redacted(rules: Sequence[str]) -> str:
+    return " ".join("<redacted>" if rule.startswith(("#", ">", "<", "!")) else rule for rule in rules)
