@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 from typing import Any
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -457,3 +459,30 @@ def test_indexed_eq_filters_become_lookups(directory, scim_for):
         assert response.body["totalResults"] == 1, expression
         assert recording.searches[-1]["lookup"] == lookup, expression
         assert (recording.searches[-1]["predicate"] is not None) == has_predicate, expression
+
+
+def test_if_match_with_several_tags_or_star(scim):
+    created = create(scim)
+    several = scim.patch(
+        f"/Users/{created['id']}",
+        [{"op": "replace", "path": "title", "value": "x"}],
+        headers={"if-match": 'W/"5", W/"1"'},
+    )
+    assert several.status == 200
+    assert scim.delete(f"/Users/{created['id']}", headers={"if-match": "*"}).status == 204
+
+
+def test_errors_never_echo_the_password(scim, caplog):
+    caplog.set_level(logging.DEBUG)
+    body = okta_user(active="perhaps", password="hunter2-Secret")
+    response = scim.post("/Users", body)
+    assert response.status == 400
+    assert "hunter2" not in json.dumps(response.body)
+    created = create(scim)
+    operations = [
+        {"op": "replace", "value": {"password": "hunter2-Secret", "active": "perhaps"}},
+    ]
+    response = scim.patch(f"/Users/{created['id']}", operations)
+    assert response.status == 400
+    assert "hunter2" not in json.dumps(response.body)
+    assert "hunter2" not in caplog.text

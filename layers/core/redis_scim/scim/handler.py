@@ -249,7 +249,7 @@ class ScimHandler:
 
     def _delete_user(self, request: ScimRequest, rest: list[str]) -> ScimResponse:
         user_id = rest[0]
-        expected = self._expected_version(request)
+        expected = self._pinned_version(request, lambda: self.directory.get_user(user_id))
         self._conflict_as_412(
             lambda: self.directory.delete_user(
                 user_id, expected_version=expected, cause=_cause(request, "DELETE /Users/{id}")
@@ -346,7 +346,8 @@ class ScimHandler:
                     return current
                 # Okta re-sends the unchanged name with every membership change: when the
                 # attributes did not change, the deltas need no version check (they commute).
-                expected = current.version if resource is not None else self._expected_version(request)
+                pinned = resource is not None or request.headers.get("if-match")
+                expected = current.version if pinned else None
                 return self.directory.change_group(
                     group_id, plan.member_change(resource), expected_version=expected, cause=cause
                 )
@@ -354,7 +355,7 @@ class ScimHandler:
             record = self._read_modify_write(request, lambda: self.directory.get_group(group_id), patch)
         elif plan.changes_members:
             # Deltas commute, so without If-Match they need no version check and no prior read.
-            expected = self._expected_version(request)
+            expected = self._pinned_version(request, lambda: self.directory.get_group(group_id))
             record = self._conflict_as_412(
                 lambda: self.directory.change_group(
                     group_id, plan.member_change(None), expected_version=expected, cause=cause
@@ -373,7 +374,7 @@ class ScimHandler:
 
     def _delete_group(self, request: ScimRequest, rest: list[str]) -> ScimResponse:
         group_id = rest[0]
-        expected = self._expected_version(request)
+        expected = self._pinned_version(request, lambda: self.directory.get_group(group_id))
         self._conflict_as_412(
             lambda: self.directory.delete_group(
                 group_id, expected_version=expected, cause=_cause(request, "DELETE /Groups/{id}")
@@ -445,18 +446,15 @@ class ScimHandler:
         if header and not version_matches(header, version):
             raise errors.PreconditionFailed(f"If-Match does not match the current version {etag_of(version)}")
 
-    def _expected_version(self, request: ScimRequest) -> int | None:
-        """The version an If-Match header pins (None without one, or for `*`)."""
+    def _pinned_version(self, request: ScimRequest, read: Callable[[], Any]) -> int | None:
+        """The version a write must be conditional on: with If-Match, the current version once
+        the header is checked to name it (412 otherwise); without If-Match, or with `*`, none."""
         header = request.headers.get("if-match")
-        if not header:
+        if not header or parse_etags(header) is None:
             return None
-        tags = parse_etags(header)
-        if tags is None:
-            return None
-        numbers = [int(tag) for tag in tags if tag.isdigit()]
-        if len(numbers) != 1:
-            raise errors.PreconditionFailed("If-Match names no current version of the resource")
-        return numbers[0]
+        current = read()
+        self._check_if_match(request, current.version)
+        return int(current.version)
 
     def _conflict_as_412(self, write: Callable[[], _T]) -> _T:
         try:
