@@ -1,4 +1,4 @@
-"""ElastiCache user ids: derivation rules (property-tested) and the registry contract (memory, DynamoDB on moto)."""
+"""ElastiCache user ids: the derivation rules (property-tested) and the registry contract (memory, moto)."""
 
 from __future__ import annotations
 

@@ -124,7 +124,7 @@ class DynamoUserIdRegistry:
                 ) from error
             owner = self.username_of(target, user_id)
             if owner is None:  # entries are never deleted, so a failed condition means an owner
-                raise errors.ServiceUnavailable(f"ElastiCache user id {user_id!r} claim raced; retry") from error
+                raise errors.ServiceUnavailable(f"claim of ElastiCache user id {user_id!r} raced") from error
             return owner
         return username
 
