@@ -42,6 +42,6 @@ api = ScimApi(
 # The correlation id is API Gateway's request id; it travels on through SQS to the applier.
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler(capture_response=False)  # responses carry identities: keep them out of traces
-@metrics.log_metrics
+@metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return api(event)
