@@ -241,7 +241,7 @@ class RedisTarget:
 
     def _nodes_seen_from(self, endpoint: _Endpoint) -> dict[str, _Endpoint]:
         client = self._client_for(endpoint)
-        if client.info("server").get("redis_mode") != "cluster":
+        if not client.info("cluster").get("cluster_enabled"):
             return {endpoint.address: endpoint}
         found: dict[str, _Endpoint] = {}
         for shard in client.execute_command("CLUSTER", "SHARDS"):
