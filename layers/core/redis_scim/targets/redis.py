@@ -275,6 +275,8 @@ class RedisTarget:
                 # Usernames are arbitrary bytes on the server: keep any non-UTF-8 name round-trippable.
                 encoding_errors="surrogateescape",
                 client_name=f"redis-scim:{self.name}",
+                # No CLIENT SETINFO: one permission fewer for the controller, no ACL LOG noise.
+                driver_info=None,
             )
             self._clients[endpoint.address] = client
         return client
