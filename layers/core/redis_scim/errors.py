@@ -124,3 +124,23 @@ class SecretInAuditRecord(RedisScimError):
     """
 
     status = 500
+
+
+class UsernameHeld(ServiceUnavailable):
+    """A Redis username is still held by a user whose deprovisioning or rename is not applied yet.
+
+    Transient by nature: the applier fails the message so SQS retries it after the other user's
+    change has released the name.
+    """
+
+
+class SyncIncomplete(RedisScimError):
+    """Some targets did not converge for a user; the others did. The change is retried as a whole."""
+
+    status = 503
+
+    def __init__(self, user_id: str, failures: dict[str, str]) -> None:
+        detail = "; ".join(f"{target}: {reason}" for target, reason in sorted(failures.items()))
+        super().__init__(f"user {user_id} did not converge on every target ({detail})")
+        self.user_id = user_id
+        self.failures = dict(failures)

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
+from moto.dynamodb.models import DynamoDBBackend
 
 from redis_scim.directory.ledger import DynamoLedger, Ledger, MemoryLedger
 from redis_scim.local.resources import create_resources
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
-def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
+def ledger(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
     if request.param == "memory":
         yield MemoryLedger()
         return
+    # moto checks a transaction's conditions and then writes without a lock; DynamoDB's
+    # transactions are atomic. Serialise them so the concurrency test exercises our retry, not moto.
+    lock = threading.Lock()
+    original = DynamoDBBackend.transact_write_items
+
+    @functools.wraps(original)
+    def transact_write_items(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoDBBackend, "transact_write_items", transact_write_items)
     with mock_aws():
         session = boto3.Session(region_name="us-east-1")
         resources = create_resources(session)

@@ -1,0 +1,78 @@
+"""The ACL applier's record logic: one SQS change message in, the user converged on every target.
+
+The message only names the user (`{"user_id", "version", "cause"}`); what to apply is read from the
+Directory at processing time (level-triggered). Kept free of Lambda: the handler in
+functions/acl_applier wires it to powertools batch processing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from redis_scim.directory import Actor, Cause, UserChange
+from redis_scim.errors import InvalidSyntax
+from redis_scim.observability import logger
+from redis_scim.sync.engine import Convergence, SyncEngine
+
+
+def parse_change(body: str) -> UserChange:
+    """The change-feed message, as `UserChange.to_json` wrote it. Raises InvalidSyntax when malformed."""
+    try:
+        data = json.loads(body)
+        cause = data["cause"]
+        actor = cause.get("actor") or {}
+        return UserChange(
+            user_id=_text(data["user_id"]),
+            version=int(data["version"]),
+            cause=Cause(
+                request_id=_text(cause["request_id"]),
+                operation=_text(cause["operation"]),
+                actor=Actor(
+                    token_id=actor.get("token_id"),
+                    source_ip=actor.get("source_ip"),
+                    user_agent=actor.get("user_agent"),
+                ),
+            ),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InvalidSyntax(f"not a change message: {type(error).__name__}: {error}") from None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+class AclApplier:
+    """Handles one SQS record: parse, tag the logs with the SCIM request id, converge the user."""
+
+    def __init__(self, engine: SyncEngine) -> None:
+        self.engine = engine
+
+    def handle_record(self, record: Any) -> Convergence:
+        """`record` is a powertools `SQSRecord` (anything with `.body` and `.message_id`).
+
+        Raises when the user did not converge everywhere, so the batch processor reports the
+        message as failed and SQS redelivers it (then the DLQ after maxReceiveCount).
+        """
+        change = parse_change(record.body)
+        # The SCIM API's request id: one correlation id from the HTTP request to the ACL write.
+        logger.set_correlation_id(change.cause.request_id)
+        logger.append_keys(user_id=change.user_id, message_id=record.message_id)
+        try:
+            result = self.engine.converge(change.user_id, change.cause)
+        finally:
+            logger.remove_keys(["user_id", "message_id"])
+        logger.info(
+            "user converged",
+            extra={
+                "user_id": change.user_id,
+                "message_version": change.version,
+                "applied_version": result.version,
+                "changes": len(result.results),
+                "pending_cleared": result.cleared,
+            },
+        )
+        return result

@@ -1,0 +1,421 @@
+"""The sync engine: converge one user to its current desired state on every target, verify, audit.
+
+Level-triggered: `converge(user_id, cause)` reads the user's *current* state from the Directory
+(never the message), so duplicate, replayed or re-ordered messages are harmless. Per target it
+plans (`plan_user`: desired ACL, ownership ledger, what every node has) and applies
+(`apply_plan`: write on every node, cut sessions, read back, audit). The pending-sync marker is
+cleared only when every target converged and only if the applied version is still the latest.
+
+Audit policy: one record per username changed per target (create, update, disable, delete), one
+per rejection (invalid or colliding username), one per failed write; a target that already matched
+gets no record (a level-triggered system re-checks constantly; "nothing to do" is not a change).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from redis_scim import errors
+from redis_scim.audit import Action, AuditEntry, AuditRecord, Outcome
+from redis_scim.directory import Cause, Directory, UserState
+from redis_scim.directory.ledger import Ledger, Ownership
+from redis_scim.directory.rules import MetricsSink
+from redis_scim.observability import MetricName
+from redis_scim.policy import DesiredAcl, Policy, compile_user
+from redis_scim.sync.plan import Rejection, Step, TargetPlan, describe_nodes, plan_target
+from redis_scim.targets import Target
+
+USERNAME_COLLISIONS = "UsernameCollisions"
+REJECTED_USERNAMES = "UsernamesRejected"
+
+
+class AuditSink(Protocol):
+    """Where audit entries go (`audit.AuditTrail`)."""
+
+    def append(self, entry: AuditEntry) -> AuditRecord: ...
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What applying one step did. `verified`: read back on every node and found as intended."""
+
+    step: Step
+    outcome: Outcome
+    verified: bool
+    reason: str | None = None
+
+
+@dataclass
+class Convergence:
+    """The result of converging one user: what was done per target, and whether the marker cleared."""
+
+    user_id: str
+    version: int | None  # None: the user is unknown (never existed, or its tombstone is gone)
+    plans: list[TargetPlan] = field(default_factory=list)
+    results: list[StepResult] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # target -> why it did not converge
+    cleared: bool = False
+
+
+class Collision(Exception):
+    """The desired username belongs to another live user who still wants it."""
+
+    def __init__(self, username: str, owner_id: str) -> None:
+        super().__init__(f"username {username!r} belongs to another user ({owner_id})")
+        self.username = username
+        self.owner_id = owner_id
+
+
+class SyncEngine:
+    """Plans and applies users' desired ACLs on the policy's targets."""
+
+    def __init__(
+        self,
+        *,
+        directory: Directory,
+        ledger: Ledger,
+        policy: Policy,
+        targets: Mapping[str, Target],
+        audit: AuditSink,
+        metrics: MetricsSink | None = None,
+        logger: logging.Logger | Any | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        missing = set(policy.targets) - set(targets)
+        if missing:
+            raise ValueError(f"no target backend for {sorted(missing)}")
+        self.directory = directory
+        self.ledger = ledger
+        self.policy = policy
+        self.targets = targets
+        self.audit = audit
+        self.metrics = metrics
+        self.logger = logger or logging.getLogger(__name__)
+        self.clock = clock
+
+    # --- the applier's entry point -----------------------------------------------------------------
+
+    def converge(self, user_id: str, cause: Cause) -> Convergence:
+        """Make every target match the user's current desired state; raise if any target did not.
+
+        Every target is attempted even when one fails; then `errors.SyncIncomplete` is raised (so
+        the message is retried) and the pending marker stays. A rejected username is final: it is
+        audited, counted, and the marker is cleared (retrying cannot help).
+        """
+        state = self.directory.user_state(user_id)
+        result = Convergence(user_id, state.version if state else None)
+        if state is None:
+            return result
+        held = self.ledger.held(user_id)
+        for target_name in self.policy.targets:
+            try:
+                plan = self.plan_user(state, target_name, held=held.get(target_name, frozenset()), claim=True)
+                result.plans.append(plan)
+                results = self.apply_plan(plan, state, cause)
+            except Exception as error:  # one target's failure never stops the others
+                result.failures[target_name] = _explain(error)
+                self._count(MetricName.APPLY_FAILURES)
+                self.logger.warning(
+                    "target did not converge",
+                    extra={"user_id": user_id, "target": target_name, "error": _explain(error)},
+                )
+                continue
+            result.results.extend(results)
+            unverified = [r for r in results if r.outcome is not Outcome.REJECTED and not r.verified]
+            if unverified:
+                result.failures[target_name] = "; ".join(
+                    f"{r.step.username}: {r.reason or 'read-back did not match'}" for r in unverified
+                )
+        if result.failures:
+            raise errors.SyncIncomplete(user_id, result.failures)
+        result.cleared = self.directory.clear_pending(user_id, version=state.version)
+        return result
+
+    # --- plan --------------------------------------------------------------------------------------
+
+    def plan_user(
+        self, state: UserState, target_name: str, *, held: frozenset[str] | None = None, claim: bool = False
+    ) -> TargetPlan:
+        """What must change for this user on this target. Reads the target; writes nothing to it.
+
+        `claim=True` (the applier) claims the desired username in the ledger; `claim=False` (plan,
+        dry runs) only reads the ledger. Raises `errors.UsernameHeld` when the name still belongs
+        to a user being deprovisioned or renamed (retry later), and whatever the target raises
+        when a node cannot be read.
+        """
+        target = self.targets[target_name]
+        config = self.policy.target(target_name)
+        if held is None:
+            held = self.ledger.held(state.user_id).get(target_name, frozenset())
+        desired, rejection = self._desired(state, target_name, claim=claim)
+        protected = config.protected_usernames
+        kept = frozenset(name for name in held if name not in protected)
+        if kept != held:
+            self.logger.warning(
+                "allow-listed usernames held by a SCIM user are left untouched",
+                extra={"user_id": state.user_id, "target": target_name, "usernames": sorted(held - kept)},
+            )
+        names = sorted(kept | ({desired.username} if desired else set()))
+        # Nothing wanted and nothing held here: the target is not even contacted (it may be down).
+        nodes = tuple(target.nodes()) if names else ()
+        actual = target.read_users(names) if names else {}
+        return plan_target(
+            target=target_name,
+            user_id=state.user_id,
+            user_version=state.version,
+            nodes=nodes,
+            desired=desired,
+            desired_acl=target.canonical(desired.setuser_rules()) if desired else None,
+            held=kept,
+            actual=actual,
+            stale_reason=self._stale_reason(state, desired, rejection),
+            rejection=rejection,
+        )
+
+    def _desired(
+        self, state: UserState, target_name: str, *, claim: bool
+    ) -> tuple[DesiredAcl | None, Rejection | None]:
+        if state.deleted:
+            return None, None
+        try:
+            desired = compile_user(
+                self.policy, target_name, state.record, [g.display_name for g in state.groups]
+            )
+        except errors.InvalidUsername as error:
+            return None, Rejection(None, error.detail)
+        if desired is None:
+            return None, None
+        try:
+            self._own(state.user_id, target_name, desired.username, claim=claim)
+        except Collision as collision:
+            return None, Rejection(desired.username, str(collision), collision=True)
+        return desired, None
+
+    def _own(self, user_id: str, target_name: str, username: str, *, claim: bool) -> None:
+        """Make sure `user_id` may use `username` on the target (claiming it when `claim`)."""
+        replacing: str | None = None
+        entry: Ownership | None
+        for _ in range(2):
+            if claim:
+                entry = self.ledger.claim(target_name, username, user_id, replacing=replacing)
+            else:
+                entry = self.ledger.owner(target_name, username)
+            if entry is None or entry.released or entry.user_id == user_id:
+                return
+            owner = self.directory.user_state(entry.user_id)
+            if owner is None:
+                if not claim:
+                    return  # the owner is gone for good; the applier will take the name over
+                replacing = entry.user_id
+                continue
+            if owner.deleted:
+                raise errors.UsernameHeld(
+                    f"username {username!r} on {target_name!r} still belongs to deleted user "
+                    f"{entry.user_id} until it is deprovisioned"
+                )
+            if self._still_wants(owner, target_name, username):
+                raise Collision(username, entry.user_id)
+            raise errors.UsernameHeld(
+                f"username {username!r} on {target_name!r} is still held by user {entry.user_id}, "
+                "which no longer uses it; waiting for its change to be applied"
+            )
+        raise errors.UsernameHeld(f"username {username!r} on {target_name!r} changed owner while claiming")
+
+    def _still_wants(self, owner: UserState, target_name: str, username: str) -> bool:
+        try:
+            wanted = compile_user(
+                self.policy, target_name, owner.record, [g.display_name for g in owner.groups]
+            )
+        except errors.InvalidUsername:
+            return False
+        return wanted is not None and wanted.username == username
+
+    @staticmethod
+    def _stale_reason(state: UserState, desired: DesiredAcl | None, rejection: Rejection | None) -> str:
+        if state.deleted:
+            return "user deleted"
+        if rejection is not None:
+            return f"desired username rejected: {rejection.reason}"
+        if desired is not None:
+            return f"renamed to {desired.username!r}"
+        return "no group of the user maps to a role on this target"
+
+    # --- apply -------------------------------------------------------------------------------------
+
+    def apply_plan(self, plan: TargetPlan, state: UserState, cause: Cause) -> list[StepResult]:
+        """Carry out a plan: write on every node, cut sessions, read back, release, audit, persist.
+
+        A failing write is audited as `failed` and re-raised after the audit (later steps of this
+        target are not attempted). Returns one result per step that changed or rejected something.
+        """
+        target = self.targets[plan.target]
+        results: list[StepResult] = []
+        if plan.rejection is not None:
+            results.append(self._reject(plan, state, cause))
+        wrote = False
+        try:
+            for step in plan.steps:
+                if step.changes_target:
+                    wrote = True
+                    results.append(self._apply_step(target, plan, step, state, cause))
+                elif step.desired is None:
+                    # Held but already absent everywhere (e.g. a node set restarted empty): just let go.
+                    self.ledger.release(plan.target, step.username, state.user_id)
+                elif not step.desired.enabled:
+                    revoked = self._ensure_revoked(target, plan, step, state, cause)
+                    wrote = wrote or revoked is not None
+                    results.extend([revoked] if revoked else [])
+        finally:
+            if wrote:
+                target.persist()
+        return results
+
+    def _apply_step(
+        self, target: Target, plan: TargetPlan, step: Step, state: UserState, cause: Cause
+    ) -> StepResult:
+        started = time.monotonic()
+        try:
+            if step.desired is None:
+                target.delete_user(step.username)
+                verified = target.verify_revoked(step.username, deleted=True)
+                after = None
+            else:
+                target.write_user(step.username, step.desired.setuser_rules())
+                if not step.desired.enabled:
+                    target.disconnect_user(step.username)
+                expected = target.canonical(step.desired.setuser_rules())
+                read_back = target.read_users([step.username]).get(step.username, {})
+                verified = len(read_back) == len(plan.nodes) and all(
+                    acl == expected for acl in read_back.values()
+                )
+                if not step.desired.enabled:
+                    verified = verified and target.verify_revoked(step.username, deleted=False)
+                after = describe_nodes(read_back) or step.desired.describe()
+        except Exception as error:
+            self._count(MetricName.APPLY_FAILURES)
+            self._record(plan, step, state, cause, Outcome.FAILED, verified=False, reason=_explain(error))
+            raise
+        reason = step.reason if verified else _join(step.reason, "read-back did not confirm the change")
+        self._record(plan, step, state, cause, Outcome.APPLIED, verified=verified, reason=reason, after=after)
+        if not verified:
+            self._count(MetricName.APPLY_FAILURES)
+            return StepResult(step, Outcome.APPLIED, verified=False, reason=reason)
+        if step.desired is None:
+            self.ledger.release(plan.target, step.username, state.user_id)
+        self._count_success(step, state, started)
+        return StepResult(step, Outcome.APPLIED, verified=True, reason=step.reason)
+
+    def _ensure_revoked(
+        self, target: Target, plan: TargetPlan, step: Step, state: UserState, cause: Cause
+    ) -> StepResult | None:
+        """A disabled user already `off` everywhere must also have no connection left: an earlier
+        attempt may have written `off` and failed before CLIENT KILL."""
+        if target.verify_revoked(step.username, deleted=False):
+            return None
+        disable = replace(step, action=Action.DISABLE, reason="connections of a disabled user remained")
+        return self._apply_step(target, plan, disable, state, cause)
+
+    def _reject(self, plan: TargetPlan, state: UserState, cause: Cause) -> StepResult:
+        assert plan.rejection is not None
+        rejection = plan.rejection
+        self._count(USERNAME_COLLISIONS if rejection.collision else REJECTED_USERNAMES)
+        self.logger.warning(
+            "username rejected",
+            extra={"user_id": state.user_id, "target": plan.target, "reason": rejection.reason},
+        )
+        step = Step(plan.target, rejection.username or "", Action.SKIPPED, None, None, {})
+        self._record(plan, step, state, cause, Outcome.REJECTED, verified=False, reason=rejection.reason)
+        return StepResult(step, Outcome.REJECTED, verified=False, reason=rejection.reason)
+
+    # --- audit and metrics -------------------------------------------------------------------------
+
+    def _record(
+        self,
+        plan: TargetPlan,
+        step: Step,
+        state: UserState,
+        cause: Cause,
+        outcome: Outcome,
+        *,
+        verified: bool,
+        reason: str | None,
+        after: str | None = None,
+    ) -> None:
+        entry = AuditEntry(
+            user_id=state.user_id,
+            user_name=state.record.user_name,
+            redis_username=step.username or None,
+            target=plan.target,
+            node_count=len(plan.nodes),
+            action=step.action,
+            outcome=outcome,
+            verified=verified,
+            cause=cause,
+            acl_before=describe_nodes(step.before) if step.before else None,
+            acl_after=after,
+            reason=reason,
+            user_version=state.version,
+        )
+        try:
+            self.audit.append(entry)
+        except Exception:
+            # The structured log is the trail's second copy: never lose what happened to the target.
+            self.logger.error(
+                "audit append failed",
+                extra={
+                    "user_id": entry.user_id,
+                    "target": entry.target,
+                    "redis_username": entry.redis_username,
+                    "action": str(entry.action),
+                    "outcome": str(entry.outcome),
+                    "verified": entry.verified,
+                    "request_id": cause.request_id,
+                },
+            )
+            raise
+
+    def _count_success(self, step: Step, state: UserState, started: float) -> None:
+        if step.action is Action.CREATE and step.desired is not None and step.desired.enabled:
+            self._count(MetricName.PROVISIONED)
+        elif step.action in (Action.DELETE, Action.DISABLE):
+            self._count(MetricName.DEPROVISIONED)
+            changed_at = _parse_time(state.record.last_modified)
+            if self.metrics is not None and changed_at is not None:
+                latency = (self.clock() - changed_at).total_seconds() * 1000
+                self.metrics.add_metric(
+                    name=MetricName.DEPROVISION_LATENCY, unit="Milliseconds", value=latency
+                )
+        self.logger.info(
+            "applied",
+            extra={
+                "target": step.target,
+                "redis_username": step.username,
+                "action": str(step.action),
+                "ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+
+    def _count(self, name: str) -> None:
+        if self.metrics is not None:
+            self.metrics.add_metric(name=name, unit="Count", value=1)
+
+
+def _explain(error: BaseException) -> str:
+    detail = error.detail if isinstance(error, errors.RedisScimError) else str(error)
+    return f"{type(error).__name__}: {detail}"
+
+
+def _join(first: str | None, second: str) -> str:
+    return f"{first}; {second}" if first else second
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None

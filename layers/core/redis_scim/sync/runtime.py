@@ -1,0 +1,56 @@
+"""Wires a SyncEngine from the runtime settings: policy, Directory, ledger, audit trail, target backends.
+
+Used once per cold start by the applier (and by anything else that converges users against AWS).
+The policy is loaded and validated here, so a bad policy is a clear error at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from redis_scim.audit import AuditTrail
+from redis_scim.config import Settings
+from redis_scim.directory.dynamodb import DynamoDirectory
+from redis_scim.directory.ledger import DynamoLedger
+from redis_scim.directory.rules import MetricsSink
+from redis_scim.errors import PolicyError
+from redis_scim.policy import Policy, RedisTargetConfig, load_policy
+from redis_scim.sync.engine import SyncEngine
+from redis_scim.targets import Target
+from redis_scim.targets.redis import RedisTarget
+
+
+def open_targets(policy: Policy) -> dict[str, Target]:
+    """One backend per policy target. Kinds without a backend in this build are a PolicyError."""
+    targets: dict[str, Target] = {}
+    for name, config in policy.targets.items():
+        if not isinstance(config, RedisTargetConfig):
+            raise PolicyError(f"{policy.source}: target {name!r}: kind {config.kind!r} has no backend yet")
+        targets[name] = RedisTarget.from_config(config)
+    return targets
+
+
+def build_engine(
+    settings: Settings,
+    session: Any,
+    *,
+    metrics: MetricsSink | None = None,
+    logger: Any = None,
+    targets: Mapping[str, Target] | None = None,
+) -> SyncEngine:
+    """The engine on the settings' tables; `session` is a boto3 Session. The Directory is opened
+    without a change feed: the applier consumes changes, it never publishes them."""
+    policy = load_policy(settings.policy)
+    dynamodb = session.client("dynamodb")
+    return SyncEngine(
+        directory=DynamoDirectory(settings.directory_table, dynamodb, None),
+        ledger=DynamoLedger(settings.directory_table, dynamodb),
+        policy=policy,
+        targets=targets if targets is not None else open_targets(policy),
+        audit=AuditTrail(
+            settings.audit_table, dynamodb, retention_days=settings.audit_retention_days, logger=logger
+        ),
+        metrics=metrics,
+        logger=logger,
+    )
