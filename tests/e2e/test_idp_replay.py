@@ -14,7 +14,10 @@ Recording format (JSON):
 
 A request step: {"name", "request": {"method", "path", "query", "headers", "body"}, "status": 200 or
 [200, 204], "save": "alice", "expect": ["active == false", ...]}. A query value of null sends the bare key
-(`?aadOptscim062020`); a header value of null removes a default header.
+(`?aadOptscim062020`); a header value of null removes a default header. Instead of a JSON `body`, a
+request may send `raw_body` (text, sent as is) or `oversized_body_bytes` (a User whose displayName pads the
+body past that size); `auth` is "token" (default), "wrong" (a random token) or "none" (no Authorization).
+`expect_headers` maps a response header to the prefix its value must start with.
 An import step pages a collection the way Okta imports and Ping matches groups: {"name", "import":
 {"path", "count"}, "save", "expect"}; its document is {"totalResults", "ids"}.
 
@@ -34,7 +37,6 @@ Expectations are `PATH OP OPERAND`, `PATH absent`, `PATH present` or `PATH is TY
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import uuid
@@ -49,11 +51,14 @@ import httpx
 import pytest
 
 from redis_scim.directory.dynamodb import GROUP_SK, MEMBER_PREFIX, UNIQUE_SK, USER_SK
+from redis_scim.local.stack import DUMMY_CREDENTIALS
+from redis_scim.local.stack import REGION as LOCAL_REGION
 
 RECORDINGS = Path(__file__).parent / "recordings"
 SCIM_MEDIA_TYPE = "application/scim+json"
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 LIST_RESPONSE_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
 class _Missing:
@@ -289,31 +294,51 @@ class Replay:
             url += "?" + "&".join(parts)
         return url
 
-    def send(self, method: str, url: str, headers: dict[str, Any], body: Any) -> httpx.Response:
+    def send(
+        self, method: str, url: str, headers: dict[str, Any], content: bytes | None, auth: str = "token"
+    ) -> httpx.Response:
         merged = {**self.recording.get("headers", {}), **headers}
         sent_headers = {
             name: value for name, value in self.scope.substitute(merged).items() if value is not None
         }
-        sent_headers["Authorization"] = f"Bearer {self.token}"
-        content = None
-        if body is not None:
-            self.passwords_sent.update(_password_values(body))
-            content = json.dumps(body).encode()
-        else:
+        if content is None:
             sent_headers = {k: v for k, v in sent_headers.items() if k.lower() != "content-type"}
+        if auth == "token":
+            sent_headers["Authorization"] = f"Bearer {self.token}"
+        elif auth == "wrong":
+            sent_headers["Authorization"] = f"Bearer {secrets.token_urlsafe(32)}"
+        else:
+            assert auth == "none", f"unknown auth {auth!r}"
         return self.client.request(method, url, headers=sent_headers, content=content)
+
+    def request_content(self, request: dict[str, Any]) -> bytes | None:
+        if "body" in request:
+            body = self.scope.substitute(request["body"])
+            self.passwords_sent.update(_password_values(body))
+            return json.dumps(body).encode()
+        if "raw_body" in request:
+            return str(self.scope.substitute(request["raw_body"])).encode()
+        if "oversized_body_bytes" in request:
+            padding = "x" * int(request["oversized_body_bytes"])
+            return json.dumps({"schemas": [USER_SCHEMA], "userName": "big", "displayName": padding}).encode()
+        return None
 
     def request_step(self, step: dict[str, Any], where: str) -> Any:
         request = step["request"]
-        body = self.scope.substitute(request["body"]) if "body" in request else None
+        content = self.request_content(request)
         url = self.url(request["path"], request.get("query"))
-        response = self.send(request["method"], url, request.get("headers", {}), body)
+        response = self.send(
+            request["method"], url, request.get("headers", {}), content, request.get("auth", "token")
+        )
         expected = step["status"] if isinstance(step["status"], list) else [step["status"]]
         context = f"{where}: {request['method']} {url}"
+        sent = (content or b"")[:2000].decode(errors="replace")
         assert response.status_code in expected, (
-            f"{context}\nexpected status {expected}, got {response.status_code}: {response.text}\n"
-            f"sent: {json.dumps(body)}"
+            f"{context}\nexpected {expected}, got {response.status_code}: {response.text}\nsent: {sent}"
         )
+        for name, prefix in step.get("expect_headers", {}).items():
+            value = response.headers.get(name, "")
+            assert value.startswith(prefix), f"{context}: header {name} is {value!r}, expected {prefix!r}..."
         return check_response(response, context)
 
     def import_collection(self, spec: dict[str, Any], where: str) -> dict[str, Any]:
@@ -399,9 +424,9 @@ def check_response(response: httpx.Response, context: str) -> Any:
 def scan_tables(endpoint_url: str) -> dict[str, list[dict[str, Any]]]:
     """Every item of every table on the local AWS endpoint, as plain Python values."""
     session = boto3.session.Session(
-        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
-        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=LOCAL_REGION,
     )
     dynamodb = session.resource("dynamodb", endpoint_url=endpoint_url)
     items: dict[str, list[dict[str, Any]]] = {}
