@@ -15,6 +15,7 @@ from botocore.config import Config
 
 from redis_scim.apigateway import ScimApi
 from redis_scim.auth import BearerAuthenticator, SecretsManagerTokens
+from redis_scim.auth.usage import DynamoTokenUsage
 from redis_scim.config import Settings
 from redis_scim.directory.changefeed import SqsChangeFeed
 from redis_scim.directory.dynamodb import DynamoDirectory
@@ -27,15 +28,19 @@ if not settings.change_queue_url:
     raise RuntimeError("CHANGE_QUEUE_URL is not set: the SCIM API cannot publish changes")
 session = boto3.Session()
 aws_config = Config(retries={"mode": "standard"})  # the Directory relies on botocore retrying throttles
+dynamodb = session.client("dynamodb", config=aws_config)
 directory = DynamoDirectory(
     settings.directory_table,
-    session.client("dynamodb", config=aws_config),
+    dynamodb,
     SqsChangeFeed(settings.change_queue_url, session.client("sqs", config=aws_config)),
     metrics=metrics,
 )
 api = ScimApi(
     ScimHandler(directory),
-    BearerAuthenticator(SecretsManagerTokens(settings.token_secret_id, session.client("secretsmanager"))),
+    BearerAuthenticator(
+        SecretsManagerTokens(settings.token_secret_id, session.client("secretsmanager")),
+        usage=DynamoTokenUsage(settings.directory_table, dynamodb, metrics=metrics),
+    ),
 )
 
 

@@ -84,8 +84,12 @@ def run_audit(args: argparse.Namespace) -> int:
                 check = verify_chain(records)
             except UnreadableAuditRecord as error:
                 records = []
-                check = ChainCheck(ok=False, count=error.position, broken_at=error.position,
-                                   reason=f"unreadable record {error.detail}")
+                check = ChainCheck(
+                    ok=False,
+                    count=error.position,
+                    broken_at=error.position,
+                    reason=f"unreadable record {error.detail}",
+                )
             if records or check.broken_at is not None:
                 results.append((user_id, records, check))
     except (BotoCoreError, ClientError) as error:
@@ -156,10 +160,143 @@ def _describe_cause(record: AuditRecord) -> str:
     return f"{cause.operation} (request {cause.request_id}{', ' + who if who else ''})"
 
 
+# --- token ---------------------------------------------------------------------------------------
+
+
+def add_token_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "token",
+        help="create, list and revoke the SCIM API's bearer tokens",
+        description="Manage the bearer tokens the SCIM API accepts. Only their SHA-256 is stored, in the "
+        "Secrets Manager secret TOKEN_SECRET_ID (default redis-scim/scim-tokens); last use is read from "
+        "DIRECTORY_TABLE (default redis-scim-directory). Set AWS_ENDPOINT_URL to manage the local stack. "
+        "The API picks up a change within a minute (its cache of the list).",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        help="create a token and print it once",
+        description="Create a token, store its SHA-256 and print the token once on stdout (the id and "
+        "expiry go to stderr). It is not shown again: paste it into the identity provider now.",
+    )
+    create.add_argument(
+        "--expires", default="90d", metavar="DURATION", help="lifetime such as 90d, 12h or 2w (default 90d)"
+    )
+    create.add_argument(
+        "--id", dest="token_id", metavar="ID", help="the entry's id (default tok-<date>-<random>)"
+    )
+    create.set_defaults(run=run_token_create)
+    listing = actions.add_parser("list", help="list tokens: id, created, expires, last used, state")
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
+    listing.set_defaults(run=run_token_list)
+    revoke = actions.add_parser("revoke", help="revoke a token by id (the API refuses it within a minute)")
+    revoke.add_argument("token_id", metavar="ID")
+    revoke.set_defaults(run=run_token_revoke)
+
+
+def _token_list() -> Any:
+    from redis_scim.auth import TokenList
+    from redis_scim.config import Settings
+
+    return TokenList(aws_session().client("secretsmanager"), Settings.from_env().token_secret_id)
+
+
+def _token_command(action: Callable[[], int]) -> int:
+    """Run a token action, turning AWS failures and refused requests into exit codes."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from redis_scim.auth import TokenAdminError
+
+    try:
+        return action()
+    except TokenAdminError as error:
+        print(f"redis-scim token: {error}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    except (BotoCoreError, ClientError) as error:
+        print(f"redis-scim token: cannot reach the token list: {error}", file=sys.stderr)
+        return EXIT_AWS_ERROR
+
+
+def run_token_create(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from redis_scim.auth import TokenAdminError, parse_duration
+
+    try:
+        lifetime = parse_duration(args.expires)
+    except TokenAdminError as error:
+        print(f"redis-scim token create: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def create() -> int:
+        created = _token_list().create(expires_in=lifetime, now=datetime.now(UTC), token_id=args.token_id)
+        expires = created.entry.expires.isoformat() if created.entry.expires else "never"
+        print(
+            f"created token {created.entry.id}, expires {expires}; it is shown only this once:",
+            file=sys.stderr,
+        )
+        print(created.token)
+        return EXIT_OK
+
+    return _token_command(create)
+
+
+def run_token_list(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from redis_scim.auth import token_state
+    from redis_scim.auth.usage import DynamoTokenUsage
+    from redis_scim.config import Settings
+    from redis_scim.observability import metrics
+
+    def listing() -> int:
+        entries = _token_list().entries()
+        usage = DynamoTokenUsage(
+            Settings.from_env().directory_table, aws_session().client("dynamodb"), metrics=metrics
+        )
+        last_used = usage.last_used(entry.id for entry in entries)
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "id": entry.id,
+                "created": entry.created.isoformat(),
+                "expires": entry.expires.isoformat() if entry.expires else None,
+                "last_used": last_used[entry.id].isoformat() if entry.id in last_used else None,
+                "revoked": entry.revoked.isoformat() if entry.revoked else None,
+                "state": token_state(entry, now),
+            }
+            for entry in entries
+        ]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return EXIT_OK
+        columns = ("id", "created", "expires", "last_used", "state")
+        table = [[str(row[column] or "-") for column in columns] for row in rows]
+        widths = [max([len(column), *(len(line[i]) for line in table)]) for i, column in enumerate(columns)]
+        for line in [[column.upper().replace("_", " ") for column in columns], *table]:
+            print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        return EXIT_OK
+
+    return _token_command(listing)
+
+
+def run_token_revoke(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    def revoke() -> int:
+        entry = _token_list().revoke(args.token_id, now=datetime.now(UTC))
+        assert entry.revoked is not None
+        print(f"token {entry.id} revoked at {entry.revoked.isoformat()}; the API refuses it within a minute")
+        return EXIT_OK
+
+    return _token_command(revoke)
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 SUBCOMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = (
     add_audit_command,
+    add_token_command,
 )
 
 

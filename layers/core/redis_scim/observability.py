@@ -44,6 +44,10 @@ class MetricName:
     DEPROVISION_LATENCY = "DeprovisionLatency"
     DRIFT_CORRECTED = "DriftCorrected"
     GHOSTS_FOUND = "GhostsFound"
+    # On each successful authentication (no dimension beyond service, so one alarm covers every
+    # token): the age of the token used, and the days left before it expires (tokens that expire).
+    TOKEN_AGE_DAYS = "TokenAgeDays"  # noqa: S105 - a metric name, not a secret
+    TOKEN_DAYS_TO_EXPIRY = "TokenDaysToExpiry"  # noqa: S105 - a metric name, not a secret
 
 
 def count_event(name: str, **dimensions: str) -> None:

@@ -1,8 +1,9 @@
 """Bearer tokens of the SCIM API: hashing, the stored token list, and constant-time verification.
 
 Only SHA-256 hashes of tokens are stored (in a Secrets Manager secret): a JSON list of
-`{"id", "sha256", "created", "expires"}`. Two entries may be live at once, so a token can be
-rotated without downtime: add the new one, reconfigure the IdP, then expire or remove the old one.
+`{"id", "sha256", "created", "expires"}`, plus `"revoked"` once `redis-scim token revoke` has
+withdrawn an entry. Two entries may be live at once, so a token can be rotated without downtime:
+add the new one, reconfigure the IdP, then revoke the old one.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class RejectionReason(StrEnum):
     MALFORMED = "malformed"
     UNKNOWN = "unknown"
     EXPIRED = "expired"
+    REVOKED = "revoked"
 
 
 class AuthenticationFailed(errors.Unauthorized):
@@ -40,11 +42,11 @@ class AuthenticationFailed(errors.Unauthorized):
         detail = (
             "Authentication required: send 'Authorization: Bearer <token>'."
             if reason is RejectionReason.MISSING
-            else "The bearer token is invalid or expired."
+            else "The bearer token is invalid, expired or revoked."
         )
         super().__init__(detail)
         self.reason = reason
-        self.token_id = token_id  # the id of the matching (expired) entry, never the token
+        self.token_id = token_id  # the id of the matching (expired or revoked) entry, never the token
 
     @property
     def challenge(self) -> str:
@@ -70,9 +72,10 @@ class TokenEntry:
     sha256: str
     created: datetime
     expires: datetime | None = None
+    revoked: datetime | None = None
 
     def is_live(self, now: datetime) -> bool:
-        return self.expires is None or now < self.expires
+        return self.revoked is None and (self.expires is None or now < self.expires)
 
     @classmethod
     def for_token(
@@ -90,21 +93,25 @@ class TokenEntry:
             raise ValueError("a token entry has no 'id'")
         if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
             raise ValueError(f"token entry {token_id!r}: 'sha256' must be 64 lower-case hex digits")
-        expires = item.get("expires")
+        expires, revoked = item.get("expires"), item.get("revoked")
         return cls(
             id=token_id,
             sha256=digest,
             created=_timestamp(item.get("created"), token_id, "created"),
             expires=None if expires is None else _timestamp(expires, token_id, "expires"),
+            revoked=None if revoked is None else _timestamp(revoked, token_id, "revoked"),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        item: dict[str, Any] = {
             "id": self.id,
             "sha256": self.sha256,
             "created": self.created.isoformat(),
             "expires": None if self.expires is None else self.expires.isoformat(),
         }
+        if self.revoked is not None:
+            item["revoked"] = self.revoked.isoformat()
+        return item
 
 
 def _timestamp(value: Any, token_id: str, name: str) -> datetime:
@@ -129,17 +136,31 @@ class TokenSource(Protocol):
         ...
 
 
+class TokenUse(Protocol):
+    def record(self, entry: TokenEntry, now: datetime) -> None:
+        """Note a successful authentication with `entry` (last-used time, age metrics). Must not
+        raise: a failure to record is logged, never a reason to refuse the request."""
+        ...
+
+
 class BearerAuthenticator:
     """Checks `Authorization: Bearer <token>` headers against a `TokenSource`.
 
     The presented token is hashed and its digest compared with `hmac.compare_digest` against
     every entry, matched or not, so neither timing nor the number of comparisons tells an
-    attacker how close a guess was or which entry it hit.
+    attacker how close a guess was or which entry it hit. Each success is passed to `usage`.
     """
 
-    def __init__(self, tokens: TokenSource, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+    def __init__(
+        self,
+        tokens: TokenSource,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        usage: TokenUse | None = None,
+    ):
         self._tokens = tokens
         self._clock = clock
+        self._usage = usage
 
     def authenticate(self, authorization: str | None) -> str:
         """The id of the live token entry the header carries; raises `AuthenticationFailed`."""
@@ -156,7 +177,10 @@ class BearerAuthenticator:
         now = self._clock()
         live = [entry for entry in matches if entry.is_live(now)]
         if live:
+            if self._usage is not None:
+                self._usage.record(live[0], now)
             return live[0].id
         if matches:
-            raise AuthenticationFailed(RejectionReason.EXPIRED, token_id=matches[0].id)
+            reason = RejectionReason.REVOKED if matches[0].revoked is not None else RejectionReason.EXPIRED
+            raise AuthenticationFailed(reason, token_id=matches[0].id)
         raise AuthenticationFailed(RejectionReason.UNKNOWN)
