@@ -7,6 +7,8 @@ on), so end-to-end tests never touch a shared Redis.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 import secrets
@@ -77,6 +79,13 @@ class RunningStack:
         self._serving.set()  # the process ended: stop waiting
 
 
+def _terminate_with_parent() -> None:
+    """In the child: ask Linux for SIGTERM when the test process dies, so a killed test run cannot
+    leave a stack (and its Valkey) behind; the stack's own SIGTERM handling then cleans up."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -96,6 +105,7 @@ def start_local_stack(env: Mapping[str, str] | None = None) -> RunningStack:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_terminate_with_parent,
     )
     stack = RunningStack(process=process, token=token, port=port)
     stack._reader = threading.Thread(target=stack._read, name="local-stack-output", daemon=True)
