@@ -6,10 +6,12 @@ import signal
 import sys
 import threading
 
+from redis_scim.errors import RedisScimError
+from redis_scim.local.poller import applier_poller
 from redis_scim.local.stack import LocalStack, ServiceFactory, StackConfig
 
-# The applier's SQS poller and the reconciler timer are added here as they are built.
-SERVICES: tuple[ServiceFactory, ...] = ()
+# The applier's SQS poller; the reconciler timer is added here as it is built.
+SERVICES: tuple[ServiceFactory, ...] = (applier_poller,)
 
 
 def main() -> int:
@@ -20,7 +22,7 @@ def main() -> int:
         config = StackConfig.from_env()
         stack = LocalStack(config, service_factories=SERVICES)
         stack.start()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RedisScimError) as exc:  # RedisScimError: e.g. an invalid policy
         print(f"redis-scim local stack failed to start: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
