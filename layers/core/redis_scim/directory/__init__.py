@@ -13,10 +13,12 @@ Rules every implementation follows:
   resource type; group `displayName` is unique case-insensitively (the policy maps groups by
   name, so two groups of one name would be ambiguous). A taken value raises `errors.Uniqueness`.
 - Unknown or deleted ids raise `errors.NotFound`.
-- Every write bumps the resource's `version` by one. A write given `expected_version` that no
-  longer matches raises `errors.VersionConflict` and changes nothing.
+- Every write bumps the resource's `version` by one (a group change that changes nothing bumps
+  nothing; one applied in several transactions, see `directory.dynamodb`, bumps once per
+  transaction). A write given `expected_version` that no longer matches raises
+  `errors.VersionConflict` and changes nothing.
 - Every write that can change a user's Redis rights (user create/replace/delete, membership
-  add/remove, group delete) bumps *that user's* version too, sets the user's pending-sync marker
+  add/remove, group rename, group delete) bumps *that user's* version too, sets the user's pending-sync marker
   in the same atomic write, and after commit publishes one `UserChange` per affected user to the
   `ChangeFeed`. A failed publish is logged and never raised: the marker stays and the reconciler
   re-drives it.
@@ -141,6 +143,7 @@ class GroupChange:
 
     `add_members`/`remove_members` are deltas (O(k)); `replace_members` replaces the whole member
     set (PUT, PATCH replace of `members`, remove of all members) and is exclusive with the deltas.
+    An id both added and removed ends up a member.
     """
 
     resource: dict[str, Any] | None = None
@@ -179,7 +182,9 @@ class ChangeFeed(Protocol):
 
 class Directory(Protocol):
     # --- users ---
-    def create_user(self, resource: dict[str, Any], *, password_sha256: str | None, cause: Cause) -> UserRecord: ...
+    def create_user(
+        self, resource: dict[str, Any], *, password_sha256: str | None, cause: Cause
+    ) -> UserRecord: ...
 
     def get_user(self, user_id: str) -> UserRecord: ...
 
@@ -213,7 +218,9 @@ class Directory(Protocol):
     def user_groups(self, user_id: str) -> list[GroupRef]: ...
 
     # --- groups ---
-    def create_group(self, resource: dict[str, Any], *, members: Sequence[Member], cause: Cause) -> GroupRecord: ...
+    def create_group(
+        self, resource: dict[str, Any], *, members: Sequence[Member], cause: Cause
+    ) -> GroupRecord: ...
 
     def get_group(self, group_id: str) -> GroupRecord: ...
 

@@ -254,25 +254,11 @@ class DynamoDirectory:
     ) -> UserRecord:
         resource = clean_resource("User", resource)
         user_id, now = new_id(), utc_now()
-        record = UserRecord(user_id, 1, now, now, resource, password_sha256)
-        item = {
-            **_user_key(user_id),
-            "resource": _s(json.dumps(resource)),
-            "version": _n(1),
-            "created": _s(now),
-            "last_modified": _s(now),
-            "kind": _s("User"),
-            "kind_sort": _s(f"{now}#{user_id}"),
-            "pending": _s(_pending_shard(user_id)),
-            "pending_at": _s(now),
-        }
-        if password_sha256 is not None:
-            item["password_sha256"] = _s(password_sha256)
         claims = unique_values("User", resource)
-        items = [self._put(item, "attribute_not_exists(pk)"), *self._guard_puts("User", user_id, claims)]
+        items = self._new_user_items(user_id, resource, password_sha256, now)
         self._write_retrying(items, explain=lambda i: taken("User", list(claims)[i - 1]) if i else None)
         self._publish([UserChange(user_id, 1, cause)])
-        return record
+        return UserRecord(user_id, 1, now, now, resource, password_sha256)
 
     def get_user(self, user_id: str) -> UserRecord:
         item = self._get(_user_key(user_id))
@@ -1017,6 +1003,26 @@ class DynamoDirectory:
                 "ExpressionAttributeValues": values,
             }
         }
+
+    def _new_user_items(
+        self, user_id: str, resource: dict[str, Any], password_sha256: str | None, now: str
+    ) -> list[dict[str, Any]]:
+        """The conditional puts that create a user: its item, then its uniqueness guards."""
+        item = {
+            **_user_key(user_id),
+            "resource": _s(json.dumps(resource)),
+            "version": _n(1),
+            "created": _s(now),
+            "last_modified": _s(now),
+            "kind": _s("User"),
+            "kind_sort": _s(f"{now}#{user_id}"),
+            "pending": _s(_pending_shard(user_id)),
+            "pending_at": _s(now),
+        }
+        if password_sha256 is not None:
+            item["password_sha256"] = _s(password_sha256)
+        claims = unique_values("User", resource)
+        return [self._put(item, "attribute_not_exists(pk)"), *self._guard_puts("User", user_id, claims)]
 
     def _guard_keys(self, kind: Kind, resource: dict[str, Any]) -> list[dict[str, Any]]:
         return [
