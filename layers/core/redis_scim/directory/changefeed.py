@@ -45,7 +45,10 @@ class SqsChangeFeed:
                 response = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
             except (ClientError, BotoCoreError) as error:
                 # Keep going: the other batches may still get through (throttling is per call).
-                refused += [f"{change.deduplication_id} ({type(error).__name__})" for change in batch]
+                reason = error.response["Error"].get("Code") if isinstance(error, ClientError) else None
+                refused += [
+                    f"{change.deduplication_id} ({reason or type(error).__name__})" for change in batch
+                ]
                 continue
             for failure in response.get("Failed", []):
                 change = batch[int(failure["Id"])]
