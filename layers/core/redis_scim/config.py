@@ -19,7 +19,7 @@ class Settings(BaseModel):
     audit_table: str = "redis-scim-audit"
     audit_retention_days: int = 400  # the Audit table's TTL: records expire this long after they are written
     change_queue_url: str | None = None
-    token_secret_id: str = "redis-scim/scim-tokens"
+    token_secret_id: str = "redis-scim/scim-tokens"  # noqa: S105 - the secret's name, not a secret
     policy: str = "examples/policy.yaml"
 
     @classmethod

@@ -55,7 +55,9 @@ class LocalResources:
 class _Resolver:
     """Resolves the intrinsics the template's data resources use, for a local deployment."""
 
-    def __init__(self, template: dict[str, Any], stack_name: str, region: str, physical: dict[str, dict[str, str]]):
+    def __init__(
+        self, template: dict[str, Any], stack_name: str, region: str, physical: dict[str, dict[str, str]]
+    ) -> None:
         self.parameters = {
             name: spec.get("Default") for name, spec in (template.get("Parameters") or {}).items()
         }
@@ -80,15 +82,20 @@ class _Resolver:
             return self.physical[logical][attribute]
         if "Fn::Sub" in value:
             text = value["Fn::Sub"]
-            for name, replacement in {**self.pseudo, **{k: str(v) for k, v in self.parameters.items()}}.items():
+            replacements = {**self.pseudo, **{k: str(v) for k, v in self.parameters.items()}}
+            for name, replacement in replacements.items():
                 text = text.replace("${" + name + "}", str(replacement))
             return text
         return {k: self(v) for k, v in value.items()}
 
 
-_TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "LocalSecondaryIndexes", "BillingMode")
-_QUEUE_ATTRIBUTES = ("FifoQueue", "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit",
-                     "VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
+_TABLE_KEYS = (
+    "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "LocalSecondaryIndexes", "BillingMode"
+)
+_QUEUE_ATTRIBUTES = (
+    "FifoQueue", "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit",
+    "VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds",
+)
 
 
 def create_resources(
@@ -109,7 +116,8 @@ def create_resources(
     physical: dict[str, dict[str, str]] = {}
     resolve = _Resolver(template, stack_name, region, physical)
     created = LocalResources(stack_name=stack_name)
-    dynamodb, sqs, secrets = session.client("dynamodb"), session.client("sqs"), session.client("secretsmanager")
+    dynamodb, sqs = session.client("dynamodb"), session.client("sqs")
+    secrets = session.client("secretsmanager")
 
     def ordered_queues() -> list[str]:
         queues = [name for name, r in resources.items() if r["Type"] == "AWS::SQS::Queue"]
@@ -122,7 +130,9 @@ def create_resources(
         name = props.get("TableName", logical)
         dynamodb.create_table(TableName=name, **{k: props[k] for k in _TABLE_KEYS if k in props})
         if props.get("TimeToLiveSpecification", {}).get("Enabled"):
-            dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=props["TimeToLiveSpecification"])
+            dynamodb.update_time_to_live(
+                TableName=name, TimeToLiveSpecification=props["TimeToLiveSpecification"]
+            )
         physical[logical] = {"Ref": name, "Arn": f"arn:aws:dynamodb:{region}:123456789012:table/{name}"}
         created.tables[logical] = name
 
