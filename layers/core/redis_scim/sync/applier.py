@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+
 from redis_scim.directory import Actor, Cause, UserChange
 from redis_scim.errors import InvalidSyntax
 from redis_scim.observability import logger
@@ -46,10 +48,26 @@ def _text(value: Any) -> str:
 
 
 class AclApplier:
-    """Handles one SQS record: parse, tag the logs with the SCIM request id, converge the user."""
+    """Handles SQS batches: per record, parse, tag the logs with the SCIM request id, converge the user.
+
+    `skip_group_on_error`: a failed message fails only the rest of its user's message group (FIFO
+    order per user); other users' messages in the batch still complete.
+    """
 
     def __init__(self, engine: SyncEngine) -> None:
         self.engine = engine
+        self.processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+
+    def handle_batch(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """An SQS event in, `{"batchItemFailures": [...]}` out (ReportBatchItemFailures).
+
+        Targets are persisted once per batch, after every record (see `SyncEngine.batch`).
+        """
+        with self.engine.batch():
+            response = process_partial_response(
+                event=event, record_handler=self.handle_record, processor=self.processor, context=context
+            )
+        return dict(response)
 
     def handle_record(self, record: Any) -> Convergence:
         """`record` is a powertools `SQSRecord` (anything with `.body` and `.message_id`).

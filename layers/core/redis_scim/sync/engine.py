@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -97,6 +98,30 @@ class SyncEngine:
         self.metrics = metrics
         self.logger = logger or logging.getLogger(__name__)
         self.clock = clock
+        self._deferred_persistence: set[str] | None = None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Persist each target touched inside the block once, at its end, instead of after every user.
+
+        `ACL SAVE` and `CONFIG REWRITE` rewrite the node's whole user list (and fsync), so per-user
+        persistence costs O(users on the node) per change. The ACL changes themselves are live
+        immediately; only durability across a restart waits for the end of the batch. A failed
+        persist raises after every touched target was tried, so the batch is retried.
+        """
+        self._deferred_persistence = set()
+        try:
+            yield
+        finally:
+            touched, self._deferred_persistence = self._deferred_persistence, None
+            failures: list[BaseException] = []
+            for name in sorted(touched):
+                try:
+                    self.targets[name].persist()
+                except Exception as error:
+                    failures.append(error)
+            if failures:
+                raise failures[0]
 
     # --- the applier's entry point -----------------------------------------------------------------
 
@@ -271,7 +296,9 @@ class SyncEngine:
                     wrote = wrote or revoked is not None
                     results.extend([revoked] if revoked else [])
         finally:
-            if wrote:
+            if wrote and self._deferred_persistence is not None:
+                self._deferred_persistence.add(plan.target)
+            elif wrote:
                 target.persist()
         return results
 
