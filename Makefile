@@ -5,8 +5,11 @@ BIN    := $(VENV)/bin
 SAMVENV := .venv-sam
 # sam build (no container) needs the Lambda runtime's interpreter on PATH (pyenv carries 3.12/3.13).
 SAM_PYENV ?= 3.11.7:3.12.1:3.13.0
+SAM    := SAM_CLI_TELEMETRY=0 PYENV_VERSION=$(SAM_PYENV) $(SAMVENV)/bin/sam
+# samconfig.toml environment for deploy: dev or prod
+ENV    ?= dev
 
-.PHONY: run test lint build deploy bench clean
+.PHONY: run test check-template lint build deploy bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +26,16 @@ $(SAMVENV)/bin/sam:
 run: $(BIN)/.installed
 	$(BIN)/python -m redis_scim.local
 
-## test: the whole suite (unit, integration on moto + real Valkey/Redis, end to end)
-test: $(BIN)/.installed
+## test: the template checks, then the whole suite (unit, integration on moto + real Valkey/Redis, end to end)
+test: $(BIN)/.installed check-template
 	$(BIN)/ruff check layers functions tests
 	$(BIN)/pytest -q
+
+## check-template: what CI requires of template.yaml: cfn-lint, sam validate --lint, sam build (no container)
+check-template: $(BIN)/.installed $(SAMVENV)/bin/sam
+	$(BIN)/cfn-lint template.yaml
+	$(SAM) validate --lint
+	$(SAM) build --cached
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check layers functions tests
@@ -34,10 +43,11 @@ lint: $(BIN)/.installed
 	$(BIN)/cfn-lint template.yaml
 
 build: $(SAMVENV)/bin/sam
-	PYENV_VERSION=$(SAM_PYENV) $(SAMVENV)/bin/sam build
+	$(SAM) build
 
+## deploy: build, then deploy the samconfig.toml environment ENV (make deploy ENV=prod)
 deploy: build
-	$(SAMVENV)/bin/sam deploy --guided
+	$(SAM) deploy --guided --config-env $(ENV)
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench
