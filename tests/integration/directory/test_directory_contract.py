@@ -203,10 +203,13 @@ def test_versions_and_expected_version(subject: Subject) -> None:
 
 
 def test_delete_user_frees_names_and_leaves_a_tombstone(subject: Subject) -> None:
-    user = subject.user("gone", externalId="g-1")
+    user = subject.directory.create_user(
+        {"userName": "gone", "externalId": "g-1"}, password_sha256="ab" * 32, cause=CAUSE
+    )
     subject.directory.delete_user(user.id, expected_version=None, cause=CAUSE)
     state = subject.directory.user_state(user.id)
     assert state is not None and state.deleted and state.pending and state.version == 2
+    assert state.record.password_sha256 is None
     assert state.record.user_name == "gone" and state.groups == []
     assert (
         subject.directory.search_users(
@@ -411,6 +414,10 @@ def test_add_and_remove_members_are_idempotent(subject: Subject) -> None:
 def test_change_group_expected_version(subject: Subject) -> None:
     alice = subject.user("alice")
     group_id = subject.group("Team")
+    with pytest.raises(errors.VersionConflict):  # even when the change would be a no-op
+        subject.directory.change_group(
+            group_id, GroupChange(remove_members=[alice.id]), expected_version=7, cause=CAUSE
+        )
     with pytest.raises(errors.VersionConflict):
         subject.directory.change_group(
             group_id, GroupChange(add_members=[Member(alice.id)]), expected_version=7, cause=CAUSE

@@ -561,7 +561,10 @@ class DynamoDirectory:
             moving = set(joining) | set(leaving)
             steps += [_Step(uid, "touch") for uid in sorted(members_now) if uid not in moving]
         if resource is None and not steps:
-            return self.get_group(group_id)
+            unchanged = self.get_group(group_id)
+            if expected_version is not None and expected_version != unchanged.version:
+                raise version_conflict("Group", group_id, expected_version, unchanged.version)
+            return unchanged
 
         now = utc_now()
         if resource is not None:
@@ -752,7 +755,7 @@ class DynamoDirectory:
         now = utc_now()
         expression = (
             "SET #version = :next, #last_modified = :now, #pending = :pending, #pending_at = :now,"
-            " #deleted = :true REMOVE #kind, #kind_sort, #group_ids"
+            " #deleted = :true REMOVE #kind, #kind_sort, #group_ids, #password"
         )
         values = {
             ":next": _n(current.version + 1),
@@ -888,6 +891,9 @@ class DynamoDirectory:
             code = error.response.get("Error", {}).get("Code", "")
             if code in _THROTTLED:
                 raise errors.ServiceUnavailable("Directory table is throttling; retry later") from error
+            if code == "ValidationException" and "size" in str(error).lower():
+                # DynamoDB items hold 400 KB; a SCIM body under the API's 1 MB limit can exceed it.
+                raise errors.PayloadTooLarge("the resource is too large to store") from error
             raise
         except BotoCoreError as error:
             raise errors.ServiceUnavailable("Directory table is unreachable; retry later") from error

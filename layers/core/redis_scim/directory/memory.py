@@ -153,6 +153,7 @@ class MemoryDirectory:
             user.group_ids.clear()
             self._release("User", user_id, unique_values("User", user.record.resource))
             user.deleted = True
+            user.record.password_sha256 = None  # the tombstone only names the ACL user to remove
             user.record.version += 1
             user.record.last_modified = now
             user.pending_at = now
