@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -30,6 +31,7 @@ T = TypeVar("T")
 READ_CHUNK = 500  # GETUSERs per pipeline round trip: bounded memory, no long server stall
 DISCOVERY_TTL = 60.0  # seconds before the node list is re-read (cluster topology can change)
 DEFAULT_PORT = 6379
+MAX_PARALLEL_NODES = 16
 
 _STATE_FLAGS = frozenset({"on", "off", "nopass"})
 _ROOT_FIELDS = ("commands", "keys", "channels")
@@ -101,21 +103,30 @@ def _permissions(reply: dict[str, Any]) -> Permissions:
     )
 
 
-def node_acl_from_getuser(reply: Any) -> NodeAcl | None:
-    """The `NodeAcl` of an `ACL GETUSER` reply (`None` for an absent user)."""
+def node_acl_from_getuser(reply: Any, shared: dict[Any, Any] | None = None) -> NodeAcl | None:
+    """The `NodeAcl` of an `ACL GETUSER` reply (`None` for an absent user).
+
+    `shared` interns equal parts across many replies: users holding the same roles then share one
+    copy of their (on Redis 7.0 often kilobyte-long) rule strings, which bounds a large read's memory.
+    """
     if reply is None:
         return None
+    intern: dict[Any, Any] = {} if shared is None else shared
     fields = _as_map(reply)
     flags = {str(flag) for flag in fields.pop("flags", [])}
     hashes = frozenset(str(hashed) for hashed in fields.pop("passwords", []))
-    selectors = frozenset(_permissions(_as_map(selector)) for selector in fields.pop("selectors", []))
+    selectors = frozenset(
+        intern.setdefault(part, part)
+        for part in (_permissions(_as_map(selector)) for selector in fields.pop("selectors", []))
+    )
+    root = _permissions(fields)
     return NodeAcl(
         enabled="on" in flags,
         password_hashes=hashes,
         nopass="nopass" in flags,
-        root=_permissions(fields),
-        selectors=selectors,
-        flags=frozenset(flags - _STATE_FLAGS),
+        root=intern.setdefault(root, root),
+        selectors=intern.setdefault(selectors, selectors),
+        flags=intern.setdefault(frozenset(flags - _STATE_FLAGS), frozenset(flags - _STATE_FLAGS)),
     )
 
 
@@ -162,6 +173,19 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+@dataclass(frozen=True)
+class _Failed:
+    reason: str
+
+
+def _attempt(operation: Callable[[str, redis.Redis], T], address: str, client: redis.Redis) -> T | _Failed:
+    """The operation's result, or why it failed on this node."""
+    try:
+        return operation(address, client)
+    except redis.RedisError as error:
+        return _Failed(_reason(error))
+
+
 class RedisTarget:
     """A self-managed Redis or Valkey: standalone, a primary with `nodes` (replicas), or a cluster.
 
@@ -196,6 +220,7 @@ class RedisTarget:
         self._discovered_at: float | None = None
         self._canonical_cache: dict[tuple[str, ...], NodeAcl] = {}
         self._persistence: dict[str, str] = {}  # node -> "aclfile" | "config" | "memory" | "unavailable"
+        self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_config(cls, config: RedisTargetConfig, *, name: str | None = None) -> RedisTarget:
@@ -284,13 +309,26 @@ class RedisTarget:
     def _on_every_node(self, operation: Callable[[str, redis.Redis], T]) -> dict[str, T]:
         """Run `operation(node, client)` on every node; raise TargetUnavailable naming each failed
         node after all nodes were attempted."""
+        clients = {address: self._client_for(self._endpoints[address]) for address in self.nodes()}
         results: dict[str, T] = {}
         failures: dict[str, str] = {}
-        for address in self.nodes():
-            try:
-                results[address] = operation(address, self._client_for(self._endpoints[address]))
-            except redis.RedisError as error:
-                failures[address] = _reason(error)
+        if len(clients) == 1:
+            outcomes = {address: _attempt(operation, address, client) for address, client in clients.items()}
+        else:
+            # Nodes are separate servers: in parallel, a change reaches all of them in about one
+            # round trip, and reading a large cluster takes as long as its slowest node.
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=MAX_PARALLEL_NODES)
+            futures = {
+                address: self._executor.submit(_attempt, operation, address, client)
+                for address, client in clients.items()
+            }
+            outcomes = {address: future.result() for address, future in futures.items()}
+        for address, outcome in outcomes.items():
+            if isinstance(outcome, _Failed):
+                failures[address] = outcome.reason
+            else:
+                results[address] = outcome
         if failures:
             # A node that failed may have been replaced: look the topology up again next time.
             self._discovered_at = None
@@ -301,6 +339,7 @@ class RedisTarget:
 
     def read_users(self, usernames: Sequence[str]) -> dict[str, dict[str, NodeAcl | None]]:
         names = list(dict.fromkeys(usernames))
+        shared: dict[Any, Any] = {}  # one copy of equal rules across users and nodes
 
         def read(_: str, client: redis.Redis) -> dict[str, NodeAcl | None]:
             found: dict[str, NodeAcl | None] = {}
@@ -309,7 +348,11 @@ class RedisTarget:
                 pipe = client.pipeline(transaction=False)
                 for username in chunk:
                     pipe.execute_command("ACL", "GETUSER", username)
-                found.update(zip(chunk, map(node_acl_from_getuser, pipe.execute()), strict=True))
+                replies = pipe.execute()
+                found.update(
+                    (name, node_acl_from_getuser(reply, shared))
+                    for name, reply in zip(chunk, replies, strict=True)
+                )
             return found
 
         per_node = self._on_every_node(read)
@@ -461,6 +504,9 @@ class RedisTarget:
         return "unavailable"
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
         for client in self._clients.values():
             client.close()
         self._clients.clear()
