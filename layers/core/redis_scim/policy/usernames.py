@@ -71,7 +71,7 @@ def check_username(username: str) -> None:
     if not _USERNAME_CHARACTERS.fullmatch(username):
         bad = next(char for char in username if not _USERNAME_CHARACTERS.fullmatch(char))
         raise InvalidUsername(
-            f"the Redis username {_shown(username)} contains {bad!r}; "
+            f"the Redis username {_shown(username)} contains U+{ord(bad):04X}; "
             "allowed characters are A-Z a-z 0-9 . _ @ + = , -"
         )
     if not _USERNAME.fullmatch(username):
@@ -115,5 +115,10 @@ def check_not_protected(username: str, protected: Iterable[str]) -> None:
 
 
 def _shown(username: str) -> str:
-    # Hostile names can be huge or hold control characters: show a bounded, escaped prefix.
-    return repr(username[:40] + ("…" if len(username) > 40 else ""))
+    # Hostile names can be huge, hold control characters, or look like ACL credentials (`>pass`,
+    # `#<hash>`), which the audit writer refuses to store: show a bounded prefix with every
+    # character outside the username charset as a \uXXXX escape.
+    prefix = "".join(
+        char if _USERNAME_CHARACTERS.fullmatch(char) else f"\\u{ord(char):04x}" for char in username[:40]
+    )
+    return f"'{prefix}{'…' if len(username) > 40 else ''}'"
