@@ -174,6 +174,7 @@ def test_a_group_of_2000_members(directory: DynamoDirectory, dynamodb_client: An
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # moto spends ~5 ms per conditional update: about 1,100 transactions of 90
 @pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1", reason="set RUN_SLOW=1")
 def test_a_group_of_50000_members(directory: DynamoDirectory, dynamodb_client: Any, feed: ListFeed) -> None:
     _big_group(directory, dynamodb_client, feed, 50_000)
@@ -377,3 +378,34 @@ def test_pending_users_are_merged_across_shards_in_time_order(directory: DynamoD
     assert [p.pending_at for p in pending] == sorted(p.pending_at for p in pending)
     assert directory.clear_pending(ids[0], version=1)
     assert ids[0] not in {p.user_id for p in directory.pending_users()}
+
+
+def test_a_member_who_joins_during_a_group_delete_is_removed_too(
+    directory: DynamoDirectory, dynamodb_client: Any, feed: ListFeed
+) -> None:
+    early, late = _users(directory, 2, "u")
+    group = directory.create_group({"displayName": "g"}, members=[Member(early)], cause=CAUSE)
+    transactions = 0
+
+    def join_before_the_final_delete(model: Any, **_: Any) -> None:
+        nonlocal transactions
+        transactions += 1
+        if transactions == 2:  # the first removed `early`; this one would delete the group item
+            directory.change_group(
+                group.id, GroupChange(add_members=[Member(late)]), expected_version=None, cause=CAUSE
+            )
+
+    dynamodb_client.meta.events.register(
+        "before-call.dynamodb.TransactWriteItems", join_before_the_final_delete
+    )
+    try:
+        directory.delete_group(group.id, expected_version=None, cause=CAUSE)
+    finally:
+        dynamodb_client.meta.events.unregister(
+            "before-call.dynamodb.TransactWriteItems", join_before_the_final_delete
+        )
+    with pytest.raises(errors.NotFound):
+        directory.get_group(group.id)
+    assert directory.user_groups(late) == [] and directory.user_groups(early) == []
+    left = [c for c in feed.changes if c.user_id == late]
+    assert [c.version for c in left] == [1, 2, 3]  # created, joined, then left with the group

@@ -417,23 +417,21 @@ class DynamoDirectory:
         raise errors.ServiceUnavailable(f"Group {group_id} is changing too often; retry later")
 
     def delete_group(self, group_id: str, *, expected_version: int | None, cause: Cause) -> None:
-        current = self.get_group(group_id)
-        if expected_version is not None and expected_version != current.version:
-            raise version_conflict("Group", group_id, expected_version, current.version)
-        members = [member.value for member in self._members(group_id)]
-        if members:
-            # Members leave first, the group item goes last: an interrupted delete leaves a smaller
-            # group that a repeated DELETE finishes, never memberships of a group that is gone.
-            head = _Head([self._group_bump(group_id, expected_version)], self._group_explainer(group_id))
-            steps = [_Step(uid, "leave") for uid in members]
-            self._run_steps(group_id, steps, head, _Snapshot(members=set(members)), cause, utc_now())
-            expected_version = None
         for _ in range(MAX_ATTEMPTS):
-            # The guards to release are those of the group as it is now (a rename may have moved them).
             current = self.get_group(group_id)
-            condition, values = "#version = :read", {":read": _n(current.version)}
             if expected_version is not None and expected_version != current.version:
                 raise version_conflict("Group", group_id, expected_version, current.version)
+            members = [member.value for member in self._members(group_id)]
+            if members:
+                # Members leave first and the group item goes last, on a version condition: a member
+                # who joined meanwhile fails it and is removed on the next round, and an interrupted
+                # delete leaves a smaller group that a repeated DELETE finishes.
+                head = _Head([self._group_bump(group_id, expected_version)], self._group_explainer(group_id))
+                steps = [_Step(uid, "leave") for uid in members]
+                self._run_steps(group_id, steps, head, _Snapshot(members=set(members)), cause, utc_now())
+                expected_version = None
+                continue
+            condition, values = "#version = :read", {":read": _n(current.version)}
             delete = {
                 "Delete": {
                     "TableName": self._table,
@@ -442,6 +440,7 @@ class DynamoDirectory:
                     **self._expression_parts(condition, values),
                 }
             }
+            # The guards released are those of the group as read now (a rename moves them).
             releases = [
                 self._guard_delete(key, group_id) for key in self._guard_keys("Group", current.resource)
             ]
