@@ -50,6 +50,9 @@ _BUSY = frozenset({"InvalidUserState", "InvalidUserGroupState"})
 _PASSWORD_RULE_PREFIXES = (">", "<", "#", "!")
 _PASSWORD_RULES = frozenset({"nopass", "resetpass"})
 _NOT_A_MEMBER = "not-in-user-group"
+# Up to this many users are described one call each; more are found in one paged listing
+# (DescribeUsers pages 100 users per call, and a region holds at most ~1,000).
+_DESCRIBE_ONE_BY_ONE = 8
 
 logger = logging.getLogger(__name__)
 
@@ -187,10 +190,14 @@ class ElastiCacheTarget:
 
     def read_users(self, usernames: Sequence[str]) -> dict[str, dict[str, NodeAcl | None]]:
         group = self._describe_group()
+        ids = {username: derive_user_id(username) for username in usernames}
+        users = self._describe_users(list(ids.values()))
         result: dict[str, dict[str, NodeAcl | None]] = {}
-        for username in usernames:
-            user = self._describe_user(derive_user_id(username))
-            result[username] = {self.node: _read_acl(user, group) if user else None}
+        for username, user_id in ids.items():
+            user = users.get(user_id)
+            # A user being deleted is out of every group already: for the plan it is gone.
+            present = user is not None and user.get("Status") != "deleting"
+            result[username] = {self.node: _read_acl(user, group) if user and present else None}
         return result
 
     def canonical(self, rules: Sequence[str]) -> ElastiCacheAcl:
@@ -260,7 +267,7 @@ class ElastiCacheTarget:
         if not changes:
             return
         deadline = self._deadline()
-        planned = [self._plan(username, rules) for username, rules in changes.items()]
+        planned = self._plan_all(changes, deadline)
         group = self._wait_for_group(deadline)
         members = group.effective
         add = [
@@ -347,6 +354,18 @@ class ElastiCacheTarget:
 
     # --- internals: planning -------------------------------------------------------------------------
 
+    def _plan_all(self, changes: Mapping[str, Sequence[str] | None], deadline: float) -> list[_Planned]:
+        planned = [self._plan(username, rules) for username, rules in changes.items()]
+        current = self._describe_users([plan.user_id for plan in planned])
+        for plan in planned:
+            plan.current = current.get(plan.user_id)
+            if plan.current is not None and plan.current.get("Status") == "deleting":
+                # Gone for the plan; re-creating it must wait until ElastiCache has let go of the id.
+                plan.current = None
+                if plan.desired is not None:
+                    self._wait_until_deleted(plan.user_id, deadline)
+        return planned
+
     def _plan(self, username: str, rules: Sequence[str] | None) -> _Planned:
         if username in self.config.protected_usernames:
             raise errors.InvalidUsername(f"{username!r} is protected on target {self.name!r}; never changed")
@@ -357,10 +376,14 @@ class ElastiCacheTarget:
                 raise errors.InvalidUsername(
                     f"ElastiCache user {user_id!r} belongs to {owner!r}, not {username!r}: not deleted"
                 )
-            return _Planned(username, user_id, None, None, self._describe_user(user_id))
+            return _Planned(username, user_id, None, None, None)
         user_id = claim_user_id(self.user_ids, self.name, username)
         access_string = access_string_from_rules(rules)
-        return _Planned(username, user_id, self.canonical(rules), access_string, self._describe_user(user_id))
+        return _Planned(username, user_id, self.canonical(rules), access_string, None)
+
+    def _wait_until_deleted(self, user_id: str, deadline: float) -> None:
+        while self._describe_user(user_id) is not None:
+            self._wait_or_give_up(deadline, f"user {user_id} is still being deleted")
 
     def _check_capacity(self, size_after: int, add: Sequence[str]) -> None:
         if size_after <= self.users_per_group:
@@ -416,9 +439,17 @@ class ElastiCacheTarget:
             return None
         return users[0] if users else None
 
+    def _describe_users(self, user_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """user id -> its DescribeUsers entry (absent ids left out). Many ids: one paged listing."""
+        if len(user_ids) <= _DESCRIBE_ONE_BY_ONE:
+            found = {user_id: self._describe_user(user_id) for user_id in user_ids}
+            return {user_id: user for user_id, user in found.items() if user is not None}
+        wanted = set(user_ids)
+        return {user["UserId"]: user for user in self._all_users() if user["UserId"] in wanted}
+
     def _all_users(self) -> Iterator[dict[str, Any]]:
         try:
-            for page in self.client.get_paginator("describe_users").paginate(Engine=self.config.engine):
+            for page in self.client.get_paginator("describe_users").paginate():
                 yield from page.get("Users", [])
         except (ClientError, BotoCoreError) as error:
             raise self._unavailable(error) from error
@@ -470,10 +501,8 @@ class ElastiCacheTarget:
         pending afterwards is not an error: read-back shows it, `verify_revoked` waits for it."""
         while self.clock() < deadline:
             group = self._describe_group()
-            users = [self._describe_user(user_id) for user_id in user_ids]
-            if group.status == "active" and all(
-                u is None or u.get("Status") in ("active", "deleting") for u in users
-            ):
+            users = self._describe_users(user_ids).values()
+            if group.status == "active" and all(u.get("Status") in ("active", "deleting") for u in users):
                 return
             self.sleep(self.poll_interval)
 
