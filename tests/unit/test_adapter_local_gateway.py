@@ -4,11 +4,16 @@ the SCIM adapter reads the stage-less base URL from it."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
 
 from redis_scim.apigateway import scim_request
 from redis_scim.directory import Actor
-from redis_scim.local.gateway import proxy_event
+from redis_scim.local.gateway import ApiGatewayServer, proxy_event
 from redis_scim.local.stack import DEFAULT_POLICY, StackConfig, _without_password
 
 HEADERS = [
@@ -83,3 +88,68 @@ def test_stack_config_from_the_environment() -> None:
 def test_a_redis_url_password_is_never_printed() -> None:
     assert _without_password("redis://ops:s3cret@cache.internal:6380/0") == "redis://ops:***@cache.internal:6380/0"
     assert _without_password("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+# --- the HTTP server -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gateway() -> Iterator[tuple[ApiGatewayServer, list[dict[str, Any]]]]:
+    events: list[dict[str, Any]] = []
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        events.append(event)
+        assert context.function_name == "ScimApiFunction" and context.get_remaining_time_in_millis() > 0
+        if event["path"].endswith("/boom"):
+            raise RuntimeError("the function crashed")
+        if event["path"].endswith("/binary"):
+            return {"statusCode": 200, "headers": {"Content-Type": "application/octet-stream"},
+                    "body": base64.b64encode(b"\x00\x01").decode(), "isBase64Encoded": True}
+        return {"statusCode": 201, "headers": {"Content-Type": "application/scim+json", "Location": "http://x/1"},
+                "body": '{"id": "1"}', "isBase64Encoded": False}
+
+    server = ApiGatewayServer(handler, port=0)
+    server.start()
+    yield server, events
+    server.stop()
+
+
+def test_the_handler_result_becomes_the_http_response(gateway: tuple[ApiGatewayServer, list[Any]]) -> None:
+    server, events = gateway
+    response = httpx.post(f"http://127.0.0.1:{server.port}/scim/v2/Users", content=b'{"a": 1}', timeout=10)
+    assert response.status_code == 201
+    assert response.headers["location"] == "http://x/1"
+    assert response.json() == {"id": "1"}
+    assert events[0]["body"] == '{"a": 1}' and events[0]["httpMethod"] == "POST"
+
+
+def test_base64_results_are_decoded(gateway: tuple[ApiGatewayServer, list[Any]]) -> None:
+    server, _ = gateway
+    assert httpx.get(f"http://127.0.0.1:{server.port}/scim/v2/binary", timeout=10).content == b"\x00\x01"
+
+
+def test_head_gets_headers_only(gateway: tuple[ApiGatewayServer, list[Any]]) -> None:
+    server, _ = gateway
+    response = httpx.head(f"http://127.0.0.1:{server.port}/scim/v2/Users", timeout=10)
+    assert response.status_code == 201 and response.content == b""
+
+
+def test_paths_outside_the_scim_resource_never_reach_the_function(
+    gateway: tuple[ApiGatewayServer, list[Any]],
+) -> None:
+    server, events = gateway
+    for path in ("/", "/scim/v2", "/scim/v1/Users"):
+        response = httpx.get(f"http://127.0.0.1:{server.port}{path}", timeout=10)
+        assert response.status_code == 403
+        assert response.json() == {"message": "Missing Authentication Token"}
+    assert events == []
+
+
+def test_a_crashing_function_is_a_502_like_api_gateway(
+    gateway: tuple[ApiGatewayServer, list[Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, _ = gateway
+    response = httpx.get(f"http://127.0.0.1:{server.port}/scim/v2/boom", timeout=10)
+    assert response.status_code == 502
+    assert response.json() == {"message": "Internal server error"}
+    assert "the function crashed" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import base64
 import json
 import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -111,7 +112,14 @@ class ApiGatewayServer:
                     return
                 event = proxy_event(self.command, self.path, self.headers.items(), body,
                                     source_ip=self.client_address[0])
-                result = gateway.invoke(event)
+                try:
+                    result = gateway.invoke(event)
+                except Exception:
+                    # What API Gateway answers when the function itself fails (not a SCIM error).
+                    traceback.print_exc()
+                    self._send(502, {"Content-Type": "application/json"},
+                               json.dumps({"message": "Internal server error"}).encode())
+                    return
                 payload = result.get("body") or ""
                 data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
                 self._send(int(result["statusCode"]), result.get("headers") or {}, data)
