@@ -233,7 +233,9 @@ def test_a_user_in_more_groups_than_one_transaction_holds_is_deleted(
 # --- concurrency -----------------------------------------------------------------------------------
 
 
-def test_concurrent_member_patches_lose_nothing(directory: DynamoDirectory) -> None:
+@pytest.mark.parametrize("per_patch", [1, 20])
+def test_concurrent_member_patches_lose_nothing(directory: DynamoDirectory, per_patch: int) -> None:
+    """Two clients each add 20 different members, in PATCHes of `per_patch` members, at once."""
     group = directory.create_group({"displayName": "team"}, members=[], cause=CAUSE)
     batches = [_users(directory, 20, "a"), _users(directory, 20, "b")]
     failures: list[BaseException] = []
@@ -242,9 +244,10 @@ def test_concurrent_member_patches_lose_nothing(directory: DynamoDirectory) -> N
     def patch(user_ids: list[str]) -> None:
         start.wait()
         try:
-            for user_id in user_ids:
+            for offset in range(0, len(user_ids), per_patch):
+                added = [Member(u) for u in user_ids[offset : offset + per_patch]]
                 directory.change_group(
-                    group.id, GroupChange(add_members=[Member(user_id)]), expected_version=None, cause=CAUSE
+                    group.id, GroupChange(add_members=added), expected_version=None, cause=CAUSE
                 )
         except BaseException as error:  # reported below: a thread's exception is otherwise lost
             failures.append(error)
@@ -256,7 +259,7 @@ def test_concurrent_member_patches_lose_nothing(directory: DynamoDirectory) -> N
         thread.join()
     assert failures == []
     assert {m.value for m in directory.group_members(group.id)} == set(batches[0] + batches[1])
-    assert directory.get_group(group.id).version == 41
+    assert directory.get_group(group.id).version == 1 + 2 * (20 // per_patch)
     assert all([ref.id for ref in directory.user_groups(u)] == [group.id] for u in batches[0] + batches[1])
 
 
