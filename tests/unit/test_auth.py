@@ -92,12 +92,10 @@ def test_expired_token_is_rejected_and_names_its_entry(authenticator: BearerAuth
 def test_token_expires_at_its_expiry_instant() -> None:
     expiry = NOW + timedelta(seconds=1)
     tokens = StaticTokens([entry(OLD_TOKEN, "tok-old", expires=expiry)])
-    assert BearerAuthenticator(tokens, clock=lambda: expiry - timedelta(microseconds=1)).authenticate(
-        f"Bearer {OLD_TOKEN}"
-    ) == "tok-old"
-    assert rejection(BearerAuthenticator(tokens, clock=lambda: expiry), f"Bearer {OLD_TOKEN}").reason is (
-        RejectionReason.EXPIRED
-    )
+    just_before = BearerAuthenticator(tokens, clock=lambda: expiry - timedelta(microseconds=1))
+    assert just_before.authenticate(f"Bearer {OLD_TOKEN}") == "tok-old"
+    at_expiry = BearerAuthenticator(tokens, clock=lambda: expiry)
+    assert rejection(at_expiry, f"Bearer {OLD_TOKEN}").reason is RejectionReason.EXPIRED
 
 
 def test_unknown_token_is_rejected(authenticator: BearerAuthenticator) -> None:
@@ -172,8 +170,12 @@ def test_token_list_round_trip() -> None:
 
 
 def test_token_list_accepts_z_times_and_naive_times_as_utc() -> None:
-    item = {"id": "x", "sha256": hash_token("t"),
-            "created": "2026-01-01T00:00:00Z", "expires": "2027-01-01T00:00:00"}
+    item = {
+        "id": "x",
+        "sha256": hash_token("t"),
+        "created": "2026-01-01T00:00:00Z",
+        "expires": "2027-01-01T00:00:00",
+    }
     (parsed,) = parse_token_list([item])
     assert parsed.created == datetime(2026, 1, 1, tzinfo=UTC)
     assert parsed.expires == datetime(2027, 1, 1, tzinfo=UTC)
