@@ -625,6 +625,9 @@ class ElastiCacheTarget:
                 raise _NotFound from None
             if code == "UserGroupQuotaExceeded":
                 self._count(QUOTA_EXCEEDED_METRIC)
+                logger.error(
+                    "user group full", extra={"target": self.name, "user_group": self.config.user_group}
+                )
                 raise UserGroupFull(
                     f"user group {self.config.user_group!r} of target {self.name!r} is full "
                     f"(ElastiCache: {message}): nothing of the batch was kept"

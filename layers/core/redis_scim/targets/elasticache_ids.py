@@ -3,7 +3,7 @@
 ElastiCache user ids match `[a-zA-Z][a-zA-Z0-9-]*` and are stored lowercase, and IAM authentication
 needs the user *name* to equal the id, so the backend names every user it manages by its id. A
 username that already is a safe lowercase id is used as it is (`svc-payments`); any other gets a
-readable slug plus a hash of the exact username (`bjensen@example.com` → `bjensen-example-com-4f0c2a9be1`).
+readable slug plus a hash of the exact username (`bjensen@example.com` → `bjensen-example-com-67e804615c`).
 Ids used as they are never end in `-<10 hex digits>`, so the two forms cannot meet; the registry
 records which username owns which id (in the Directory table) and refuses a second owner.
 """
