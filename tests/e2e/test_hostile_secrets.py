@@ -1,0 +1,146 @@
+"""Secrets hygiene on the local stack: after a lifecycle that used a SCIM password and a bearer
+token made with `redis-scim token create`, neither appears anywhere we keep data.
+
+The stack is private to the test, so its captured stdout/stderr are exactly what this lifecycle
+logged. Searched: every DynamoDB table (scanned through AWS_ENDPOINT_URL, as an operator would),
+every SQS queue and dead-letter queue (peeked), the audit trail (a table), and the stack's output.
+Only the password's SHA-256 may be at rest, on the Directory's user item while the user exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+Stack = Any
+StartStack = Callable[..., Stack]
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+CLI = Path(sys.executable).with_name("redis-scim")
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def aws_client(stack: Stack, service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=stack.aws_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def redis_scim(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed CLI, configured the way the local stack's banner says: AWS_ENDPOINT_URL only."""
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    environment.pop("TOKEN_SECRET_ID", None)
+    environment.pop("DIRECTORY_TABLE", None)
+    environment["AWS_ENDPOINT_URL"] = stack.aws_endpoint_url
+    return subprocess.run([str(CLI), *args], env=environment, capture_output=True, text=True, timeout=60)
+
+
+def everything_stored(stack: Stack) -> dict[str, str]:
+    """Where -> its content as text: every item of every table and every message of every queue."""
+    stored: dict[str, str] = {}
+    dynamodb = aws_client(stack, "dynamodb")
+    for table in dynamodb.list_tables()["TableNames"]:
+        items: list[Any] = []
+        for page in dynamodb.get_paginator("scan").paginate(TableName=table):
+            items.extend(page["Items"])
+        stored[f"table {table}"] = json.dumps(items)
+    sqs = aws_client(stack, "sqs")
+    for url in sqs.list_queues().get("QueueUrls", []):
+        bodies: dict[str, str] = {}
+        # Peek: a zero visibility timeout leaves each message where it was.
+        for _ in range(5):
+            for message in sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, AttributeNames=["All"]
+            ).get("Messages", []):
+                bodies[message["MessageId"]] = message["Body"]
+        stored[f"queue {url}"] = json.dumps(bodies)
+    return stored
+
+
+def test_a_full_lifecycle_leaves_no_password_or_token_behind(start_stack: StartStack) -> None:
+    stack = start_stack()
+    created = redis_scim(stack, "token", "create", "--expires", "1d", "--id", "idp")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token and token not in created.stderr
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    first_password, second_password = f"Pw1-{uuid.uuid4()}", f"Pw2-{uuid.uuid4()}"
+    user_name = f"secrets-{uuid.uuid4().hex[:8]}@example.com"
+
+    with httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as scim:
+        response = scim.post(
+            "/Users", json={"schemas": [USER_SCHEMA], "userName": user_name, "password": first_password}
+        )
+        assert response.status_code == 201, response.text
+        user_id = response.json()["id"]
+        assert "password" not in response.text
+
+        def patch(*operations: dict[str, Any]) -> None:
+            reply = scim.patch(
+                f"/Users/{user_id}", json={"schemas": [PATCH_SCHEMA], "Operations": list(operations)}
+            )
+            assert reply.status_code == 200, reply.text
+            assert first_password not in reply.text and second_password not in reply.text
+
+        patch({"op": "replace", "path": "password", "value": second_password})  # Okta's password sync
+        # A failed request carrying a password: refused, and the password still never logged.
+        refused = scim.post(
+            "/Users", json={"schemas": [USER_SCHEMA], "userName": user_name, "password": first_password}
+        )
+        assert refused.status_code == 409
+
+        stored = everything_stored(stack)
+        directory = next(text for where, text in stored.items() if "directory" in where)
+        assert sha256(second_password) in directory  # the design's one derived value: the ACL #hash
+        assert sha256(first_password) not in directory  # replaced, not kept
+        for where, text in stored.items():
+            if "directory" not in where:
+                assert sha256(second_password) not in text, where
+
+        patch({"op": "replace", "value": {"active": False}})  # deactivate
+        assert scim.delete(f"/Users/{user_id}").status_code == 204
+
+    listing = redis_scim(stack, "token", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    (idp,) = [row for row in json.loads(listing.stdout) if row["id"] == "idp"]
+    assert idp["last_used"] is not None and idp["state"] == "live"
+
+    time.sleep(0.5)  # let the last log lines reach the reader
+    stored = everything_stored(stack)
+    assert len([where for where in stored if where.startswith("table ")]) >= 2  # Directory and Audit
+    logs = stack.text()
+    forbidden = {
+        "the first password": first_password,
+        "the second password": second_password,
+        "the bearer token": token,
+        "the bearer token's SHA-256": sha256(token),
+        "the first password's SHA-256": sha256(first_password),
+    }
+    for label, secret in forbidden.items():
+        for where, text in {**stored, "the stack's stdout/stderr": logs}.items():
+            assert secret not in text, f"{label} found in {where}"
+    # After deletion not even the remaining hash is kept outside the Directory's tombstone.
+    for where, text in stored.items():
+        if "directory" not in where:
+            assert sha256(second_password) not in text, where
