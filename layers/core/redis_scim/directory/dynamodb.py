@@ -371,11 +371,11 @@ class DynamoDirectory:
     ) -> GroupRecord:
         resource = clean_resource("Group", resource)
         wanted = distinct_members(members)
-        snapshot = self._snapshot("", list(wanted), with_memberships=False)
+        group_id, now = new_id(), utc_now()
+        snapshot = self._snapshot(group_id, list(wanted), with_memberships=False)  # a new group has none
         for user_id in wanted:
             if snapshot.versions.get(user_id) is None:
                 raise unknown_member(user_id)
-        group_id, now = new_id(), utc_now()
         item = {
             **_group_key(group_id),
             "resource": _s(json.dumps(resource)),
