@@ -102,7 +102,16 @@ def engine_rate(url: str, users: int, audit: Any, label: str, *, batch: int) -> 
                 engine.converge(user_id, CAUSE)
     elapsed = time.perf_counter() - started
     targets["bench"].close()
+    remove_bench_users(redis.Redis.from_url(url, decode_responses=True))
     return {"users": users, "seconds": round(elapsed, 3), "users_per_second": round(users / elapsed, 1)}
+
+
+def remove_bench_users(client: redis.Redis) -> None:
+    """Every variant starts from the same server state (persistence cost grows with the user count)."""
+    ours = [name for name in client.execute_command("ACL", "USERS") if name.startswith("bench-")]
+    for start in range(0, len(ours), 500):
+        client.execute_command("ACL", "DELUSER", *ours[start : start + 500])
+    client.config_rewrite()
 
 
 def raw_rate(client: redis.Redis, url: str, users: int) -> dict[str, Any]:
@@ -122,6 +131,7 @@ def raw_rate(client: redis.Redis, url: str, users: int) -> dict[str, Any]:
         pipe.execute_command("ACL", "SETUSER", username, *rules)
     pipe.execute()
     elapsed = time.perf_counter() - started
+    remove_bench_users(client)
     return {"users": users, "seconds": round(elapsed, 4), "users_per_second": round(users / elapsed, 1)}
 
 
@@ -139,7 +149,7 @@ def apply_rates(users: int) -> dict[str, Any]:
             trail = AuditTrail(table, session.client("dynamodb"), logger=_quiet_logger())
             with_dynamodb = engine_rate(url, users, trail, "moto", batch=10)
         info = client.info("server")
-    persistence = "CONFIG REWRITE after each change" if info.get("config_file") else "memory only"
+    persistence = "config file (CONFIG REWRITE)" if info.get("config_file") else "memory only"
     return {
         "server": f"valkey {info.get('valkey_version') or info.get('redis_version')} standalone, "
         f"persistence: {persistence}",
