@@ -15,6 +15,7 @@ import redis
 from conftest import REDIS_SERVER, Cluster, ServerFactory, ServerProcess, free_port
 
 from redis_scim.targets import TargetUnavailable
+from redis_scim.targets import redis as redis_target
 from redis_scim.targets.redis import RedisTarget
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -62,6 +63,34 @@ def test_a_node_with_an_aclfile_is_saved_with_acl_save_and_keeps_users_across_re
     server.restart()
     assert user_exists(server, kept)
     assert not user_exists(server, removed)
+
+
+def test_expensive_saves_are_spaced_out_and_a_later_call_catches_up(
+    start_server: ServerFactory,
+    tmp_path: Path,
+    unique_username: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aclfile = tmp_path / "users.acl"
+    aclfile.write_text("user default on nopass ~* &* +@all\n")
+    server = start_server(config={"aclfile": str(aclfile)})
+    first, second = unique_username("first"), unique_username("second")
+    # Treat every save as expensive (as ACL SAVE is at 100,000 users) and space them far apart.
+    monkeypatch.setattr(redis_target, "CHEAP_SAVE", 0.0)
+    monkeypatch.setattr(redis_target, "SAVE_SPACING", 10**9)
+    target = RedisTarget("t", server.url)
+    target.write_user(first, RULES)
+    target.persist()
+    target.write_user(second, RULES)
+    target.persist()
+
+    assert f"user {first} " in aclfile.read_text()
+    assert f"user {second} " not in aclfile.read_text()  # saved no sooner than the spacing allows
+
+    monkeypatch.setattr(redis_target, "SAVE_SPACING", 0)
+    target.persist()
+    target.close()
+    assert f"user {second} " in aclfile.read_text()
 
 
 def test_a_node_with_a_config_file_is_persisted_with_config_rewrite(
