@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import REDIS_SERVER, Cluster, ServerFactory, ServerProcess, free_port
+from conftest import REDIS_SERVER, Cluster, ReplicaPair, ServerFactory, ServerProcess, free_port
 
+from redis_scim.policy import RedisTargetConfig
 from redis_scim.targets import TargetUnavailable
 from redis_scim.targets import redis as redis_target
 from redis_scim.targets.redis import RedisTarget
@@ -287,6 +288,18 @@ def test_passwords_never_reach_logs_reprs_or_errors(
     for secret in (CONTROLLER_PASSWORD, hashed[1:], "clear-text-pw"):
         assert secret not in exposed
     assert "#<redacted>" in acl.describe()
+
+
+def test_a_policy_target_config_builds_a_target_on_all_its_nodes(valkey_replica_pair: ReplicaPair) -> None:
+    config = RedisTargetConfig(
+        name="cache", url=valkey_replica_pair.primary.url, nodes=(valkey_replica_pair.replica.address,)
+    )
+    target = RedisTarget.from_config(config)
+    try:
+        assert target.name == "cache"
+        assert sorted(target.nodes()) == sorted(server.address for server in valkey_replica_pair.nodes)
+    finally:
+        target.close()
 
 
 def test_urls_must_be_redis_or_rediss() -> None:
