@@ -116,8 +116,9 @@ def _walk(node: Any, segments: list[Any]) -> Any:
     segment, rest = segments[0], segments[1:]
     if segment is _STAR:
         items = node if isinstance(node, list) else []
-        walked = [_walk(item, rest) for item in items]
-        return [value for value in walked if value is not MISSING]
+        walked = [value for value in (_walk(item, rest) for item in items) if value is not MISSING]
+        # A nested [*] yields one list per item: flatten them, as JSONPath does.
+        return [value for values in walked for value in values] if _STAR in rest else walked
     if segment == "length" and not rest:
         # An absent multi-valued attribute is an empty one (RFC 7643 §2.5).
         if node is MISSING:
@@ -250,6 +251,17 @@ def find_key(document: Any, key: str) -> list[str]:
 
     visit(document, "$")
     return found
+
+
+def find_nulls(document: Any, where: str = "$") -> list[str]:
+    """JSON paths of every null value in the document."""
+    if document is None:
+        return [where]
+    if isinstance(document, dict):
+        return [path for name, child in document.items() for path in find_nulls(child, f"{where}.{name}")]
+    if isinstance(document, list):
+        return [path for i, child in enumerate(document) for path in find_nulls(child, f"{where}[{i}]")]
+    return []
 
 
 @dataclass
@@ -398,6 +410,8 @@ def check_response(response: httpx.Response, context: str) -> Any:
         assert not response.content, f"{context}: 204 with a body: {response.text}"
         return None
     body = response.json()
+    # RFC 7643 §2.5: an unassigned attribute is omitted; Entra asks for no nulls (IDP_BEHAVIOURS.md §2.1).
+    assert not find_nulls(body), f"{context}: response carries null at {find_nulls(body)}"
     assert not find_key(body, "password"), (
         f"{context}: response carries a password at {find_key(body, 'password')}"
     )
@@ -559,6 +573,7 @@ def test_recording_is_well_formed(path: Path) -> None:
 
 
 _USER = {
+    "Resources": [{"emails": [{"type": "work"}]}, {"emails": [{"type": "home"}]}],
     "id": "u1",
     "active": False,
     "emails": [{"type": "work", "value": "a@x"}],
@@ -574,6 +589,7 @@ _USER = {
         'id == "u1"',
         'emails[0].value == "a@x"',
         'emails[*].type contains "work"',
+        'Resources[*].emails[*].type contains "home"',
         'emails[*].type excludes "home"',
         "emails.length == 1",
         "groups.length == 0",
@@ -608,6 +624,10 @@ def test_expectation_holds(expectation: str) -> None:
 def test_expectation_fails_with_what_was_found(expectation: str) -> None:
     problem = check_expectation(_USER, expectation, Scope())
     assert problem is not None and "expected" in problem
+
+
+def test_find_nulls_names_every_null() -> None:
+    assert find_nulls({"a": None, "b": [1, None], "c": {"d": None}, "e": 0}) == ["$.a", "$.b[1]", "$.c.d"]
 
 
 def test_placeholders_keep_types_and_transform() -> None:
