@@ -440,10 +440,7 @@ class ElastiCacheControlPlane:
         return group
 
     def _later(self, key: tuple[str, str], complete: Callable[[], None]) -> None:
-        if self.settle_delay == 0:
-            complete()  # answered with the transitional status, settled before the next call
-            self._transitions.pop(key, None)
-            return
+        # With no delay the answer still shows the transitional status; the next call sees it settled.
         settles_at = None if self.settle_delay is None else self.clock() + self.settle_delay
         self._transitions[key] = _Transition(settles_at, complete)
 

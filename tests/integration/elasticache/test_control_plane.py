@@ -265,6 +265,7 @@ def test_a_member_can_log_in_and_is_limited_to_its_access_string(
     create_user(elasticache, "alice", "on ~cache:* +@read +@connection")
     assert not valkey.can_login("alice", PASSWORD)  # not a member yet: not on the cache
     elasticache.modify_user_group(UserGroupId=group_id, UserIdsToAdd=["alice"])
+    group_of(elasticache, group_id)  # the next call sees the addition settled
     assert valkey.login("alice", PASSWORD).get("cache:1") is None
     assert valkey.dryrun("alice", "get", "cache:1")
     assert not valkey.dryrun("alice", "set", "cache:1", "x")
@@ -277,6 +278,7 @@ def test_modify_user_keeps_live_connections_with_the_new_rights(
     group_id = make_group()
     create_user(elasticache, "alice", "on ~cache:* +@read +@connection")
     elasticache.modify_user_group(UserGroupId=group_id, UserIdsToAdd=["alice"])
+    group_of(elasticache, group_id)  # the next call sees the addition settled
     live = valkey.login("alice", PASSWORD)
     elasticache.modify_user(UserId="alice", AccessString="on ~cache:* +@read +@write +@connection")
     elasticache.describe_users(UserId="alice")  # the modification settles
@@ -290,6 +292,7 @@ def test_removal_from_the_group_drops_live_connections(
     group_id = make_group()
     create_user(elasticache, "alice", "on ~cache:* +@read +@connection")
     elasticache.modify_user_group(UserGroupId=group_id, UserIdsToAdd=["alice"])
+    group_of(elasticache, group_id)  # the next call sees the addition settled
     live = valkey.login("alice", PASSWORD)
     elasticache.modify_user_group(UserGroupId=group_id, UserIdsToRemove=["alice"])
     elasticache.describe_user_groups(UserGroupId=group_id)  # the removal settles
@@ -305,6 +308,7 @@ def test_delete_user_removes_it_from_its_groups_and_drops_its_connections(
     group_id = make_group()
     create_user(elasticache, "alice", "on ~cache:* +@read +@connection")
     elasticache.modify_user_group(UserGroupId=group_id, UserIdsToAdd=["alice"])
+    group_of(elasticache, group_id)  # the next call sees the addition settled
     live = valkey.login("alice", PASSWORD)
     assert elasticache.delete_user(UserId="alice")["Status"] == "deleting"
     assert "alice" not in group_of(elasticache, group_id)["UserIds"]
@@ -320,6 +324,7 @@ def test_an_iam_user_logs_in_with_its_token(
     group_id = make_group()
     create_user(elasticache, "alice", "on ~cache:* +@read", AuthenticationMode={"Type": "iam"})
     elasticache.modify_user_group(UserGroupId=group_id, UserIdsToAdd=["alice"])
+    group_of(elasticache, group_id)  # the next call sees the addition settled
     assert valkey.can_login("alice", plane.iam_token("alice"))
     assert not valkey.can_login("alice", "not-the-token-0123456789")
 

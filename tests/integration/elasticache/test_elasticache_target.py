@@ -514,3 +514,86 @@ def test_password_users_get_a_tagged_secret_and_rotate_with_two_live_passwords(
     target.delete_user("alice")
     with pytest.raises(secrets_client.exceptions.ResourceNotFoundException):
         secrets_client.get_secret_value(SecretId=secret_id)
+
+
+# --- odds and ends of the port -----------------------------------------------------------------
+
+
+def test_built_from_the_policy_with_a_session(
+    make_group: Callable[..., str], aws: boto3.Session, policy: Policy, registry: MemoryUserIdRegistry
+) -> None:
+    make_group("cache-users")
+    config = policy.target("prod-cache")
+    assert isinstance(config, ElastiCacheTargetConfig)
+    target = ElastiCacheTarget.from_config(config, session=aws, user_ids=registry, poll_interval=0.01)
+    assert target.nodes() == ["eu-west-1/cache-users"]
+    assert target.secrets_client is None  # IAM: no secrets at all
+    target.write_user("alice", rules(policy, "alice", "Cache Readers"))
+    assert target.read_users(["alice", "nobody"])["nobody"] == {target.node: None}
+
+
+@pytest.mark.parametrize("settle_delay", [None])
+def test_the_lambda_time_left_caps_the_wait(
+    make_group: Callable[..., str],
+    make_target: Callable[..., ElastiCacheTarget],
+    policy: Policy,
+    plane: ElastiCacheControlPlane,
+) -> None:
+    make_group("cache-users")
+    make_target(max_wait=0.0).write_user("alice", rules(policy, "alice", "Cache Readers"))
+    almost_out_of_time = make_target(max_wait=60.0, remaining_time=lambda: 0.02)
+    with pytest.raises(TargetUnavailable, match="user group is modifying"):
+        almost_out_of_time.write_user("bob", rules(policy, "bob", "Cache Readers"))
+
+
+def test_disconnect_takes_a_member_out_of_the_group_which_drops_its_connections(
+    target: ElastiCacheTarget, policy: Policy, valkey: Valkey, plane: ElastiCacheControlPlane
+) -> None:
+    target.write_user("alice", rules(policy, "alice", "Cache Readers"))
+    live = login(valkey, plane, "alice")
+    assert target.disconnect_user("alice") == 1
+    with pytest.raises(redis.ConnectionError):
+        live.get("cache:1")
+    assert target.disconnect_user("alice") == 0
+
+
+@pytest.mark.parametrize("settle_delay", [0.1])
+def test_a_user_recreated_while_being_deleted_waits_for_the_deletion(
+    target: ElastiCacheTarget,
+    policy: Policy,
+    elasticache: Any,
+    valkey: Valkey,
+    plane: ElastiCacheControlPlane,
+) -> None:
+    target.write_user("alice", rules(policy, "alice", "Cache Readers"))
+    target.delete_user("alice")
+    assert target.read_users(["alice"]) == {"alice": {target.node: None}}  # deleting reads as gone
+    target.write_user("alice", rules(policy, "alice", "Cache Writers"))
+    assert "alice" in members(elasticache)
+    assert valkey.dryrun("alice", "set", "cache:1", "x")
+
+
+def test_switching_to_password_authentication_is_a_modify_user(
+    target: ElastiCacheTarget,
+    policy: Policy,
+    aws: boto3.Session,
+    elasticache: Any,
+    registry: MemoryUserIdRegistry,
+    valkey: Valkey,
+) -> None:
+    target.write_user("alice", rules(policy, "alice", "Cache Readers"))
+    config = ElastiCacheTargetConfig(
+        name="prod-cache", region="eu-west-1", engine="valkey", user_group="cache-users", auth="password"
+    )
+    secrets_client = aws.client("secretsmanager")
+    switched = ElastiCacheTarget(
+        config, client=elasticache, user_ids=registry, secrets_client=secrets_client, poll_interval=0.01
+    )
+    desired = rules(policy, "alice", "Cache Readers")
+    assert switched.read_users(["alice"])["alice"][switched.node] != switched.canonical(desired)
+    switched.write_user("alice", desired)
+    assert switched.read_users(["alice"])["alice"][switched.node] == switched.canonical(desired)
+    password = json.loads(
+        secrets_client.get_secret_value(SecretId="redis-scim/prod-cache/alice")["SecretString"]
+    )
+    assert valkey.can_login("alice", password["password"])
