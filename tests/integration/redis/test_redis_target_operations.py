@@ -14,6 +14,7 @@ import pytest
 import redis
 from conftest import REDIS_SERVER, Cluster, ReplicaPair, ServerFactory, ServerProcess, free_port
 
+from redis_scim.errors import InvalidUsername
 from redis_scim.policy import RedisTargetConfig
 from redis_scim.targets import TargetUnavailable
 from redis_scim.targets import redis as redis_target
@@ -300,6 +301,23 @@ def test_a_policy_target_config_builds_a_target_on_all_its_nodes(valkey_replica_
         assert sorted(target.nodes()) == sorted(server.address for server in valkey_replica_pair.nodes)
     finally:
         target.close()
+
+
+def test_the_controller_itself_and_default_are_never_changed(start_server: ServerFactory) -> None:
+    server = start_server()
+    _add_controller([server])
+    target = RedisTarget("t", controller_url(server))
+    for username in (CONTROLLER, "default"):
+        with pytest.raises(InvalidUsername):
+            target.write_user(username, ["off"])
+        with pytest.raises(InvalidUsername):
+            target.delete_user(username)
+        with pytest.raises(InvalidUsername):
+            target.disconnect_user(username)
+    target.close()
+    with server.client() as admin:
+        assert "on" in admin.acl_getuser(CONTROLLER)["flags"]
+        assert "on" in admin.acl_getuser("default")["flags"]
 
 
 def test_urls_must_be_redis_or_rediss() -> None:

@@ -21,6 +21,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from redis_scim.errors import InvalidUsername
 from redis_scim.policy import RedisTargetConfig
 from redis_scim.targets import NodeAcl, Permissions, TargetUnavailable
 
@@ -127,13 +128,14 @@ def node_acl_from_getuser(reply: Any, shared: dict[Any, Any] | None = None) -> N
         for part in (_permissions(_as_map(selector)) for selector in fields.pop("selectors", []))
     )
     root = _permissions(fields)
+    other_flags = frozenset(flags - _STATE_FLAGS)
     return NodeAcl(
         enabled="on" in flags,
         password_hashes=hashes,
         nopass="nopass" in flags,
         root=intern.setdefault(root, root),
         selectors=intern.setdefault(selectors, selectors),
-        flags=intern.setdefault(frozenset(flags - _STATE_FLAGS), frozenset(flags - _STATE_FLAGS)),
+        flags=intern.setdefault(other_flags, other_flags),
     )
 
 
@@ -231,10 +233,10 @@ class RedisTarget:
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_config(cls, config: RedisTargetConfig, *, name: str | None = None) -> RedisTarget:
+    def from_config(cls, config: RedisTargetConfig) -> RedisTarget:
         """The backend of a policy's `kind: redis` target."""
         return cls(
-            name or config.name,
+            config.name,
             config.url,
             nodes=config.nodes,
             ca_file=config.ca_file,
@@ -408,7 +410,14 @@ class RedisTarget:
 
     # --- writing -------------------------------------------------------------------------------
 
+    def _check_not_own(self, username: str) -> None:
+        # The policy already never names these; a second guard because touching them would lock
+        # the controller (or every `default` client) out of the target.
+        if username in ("default", self._seed.username or "default"):
+            raise InvalidUsername(f"target {self.name!r}: {username!r} is never managed by redis-scim")
+
     def write_user(self, username: str, rules: Sequence[str]) -> None:
+        self._check_not_own(username)
         full = list(rules) if rules and rules[0].lower() == "reset" else ["reset", *rules]
         self._on_every_node(lambda _, client: client.execute_command("ACL", "SETUSER", username, *full))
         logger.info(
@@ -417,10 +426,13 @@ class RedisTarget:
         )
 
     def delete_user(self, username: str) -> None:
+        self._check_not_own(username)
         self._on_every_node(lambda _, client: client.execute_command("ACL", "DELUSER", username))
         logger.info("acl user deleted", extra={"target": self.name, "redis_username": username})
 
     def disconnect_user(self, username: str) -> int:
+        self._check_not_own(username)
+
         def kill(_: str, client: redis.Redis) -> int:
             try:
                 return int(client.execute_command("CLIENT", "KILL", "USER", username))
