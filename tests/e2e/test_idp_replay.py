@@ -2,9 +2,9 @@
 
 Each file in `recordings/` is one IdP conversation paraphrased from IDP_BEHAVIOURS.md (its `source` names
 the section). The replay checks every status, `application/scim+json` on every response, the SCIM Error
-shape of every error, that no response ever carries a `password`, the assertions the recording states, and
-afterwards reads the Directory straight from DynamoDB to prove no membership dangles and no password or
-bearer token was stored.
+shape of every error, that no response carries a `password` or a null, the assertions the recording
+states, and afterwards reads the Directory straight from DynamoDB to prove no membership dangles and no
+password or bearer token was stored.
 
 Recording format (JSON):
   title, idp, source    what the conversation is and where it comes from
@@ -19,7 +19,8 @@ request may send `raw_body` (text, sent as is) or `oversized_body_bytes` (a User
 body past that size); `auth` is "token" (default), "wrong" (a random token) or "none" (no Authorization).
 `expect_headers` maps a response header to the prefix its value must start with.
 An import step pages a collection the way Okta imports and Ping matches groups: {"name", "import":
-{"path", "count"}, "save", "expect"}; its document is {"totalResults", "ids"}.
+{"path", "count"}, "save", "expect"}: it pages with `count`, then with `count + 1`, and requires integer
+counters, no id twice, every id once and the same order both times; its document is {"totalResults", "ids"}.
 
 Placeholders `{{...}}` may appear in paths, query values, headers, bodies and expectation operands:
 `{{run}}` (unique per replay, so replays never collide), `{{guid}}` (a random GUID per replay), a variable,
