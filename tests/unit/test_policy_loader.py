@@ -431,3 +431,40 @@ def test_fuzzed_policies_fail_only_with_policy_error(fragments: list[str], noise
             load_policy_text(text, env={})
         except PolicyError as error:
             assert error.detail.startswith("policy.yaml:")
+
+
+def test_a_writer_role_that_allows_keyspace_wide_writes_is_loaded_with_a_warning(caplog):
+    text = """
+version: 1
+roles:
+  cache-writer: "+@read +@write +@connection ~cache:*"
+  careful-writer: "+@read +@write -flushall -flushdb -swapdb ~cache:*"
+  reader: "+@read ~cache:*"
+  admin: "allcommands allkeys"
+targets:
+  local: {kind: redis, url: "redis://127.0.0.1:6379"}
+"""
+    policy = load_policy_text(text, name="p.yaml", env={})
+    warned = {warning.split("'")[1]: warning for warning in policy.warnings}
+    assert set(warned) == {"cache-writer", "admin"}
+    assert "FLUSHALL, FLUSHDB, SWAPDB" in warned["cache-writer"]
+    assert "-flushall -flushdb -swapdb" in warned["cache-writer"]
+
+
+def test_keyless_writes_follow_rule_order():
+    from redis_scim.policy.rules import keyless_writes_allowed
+
+    assert keyless_writes_allowed(["+@write", "-flushall"]) == ["flushdb", "swapdb"]
+    assert keyless_writes_allowed(["-@all", "+flushdb"]) == ["flushdb"]
+    assert keyless_writes_allowed(["+@fast"]) == ["swapdb"]
+    assert keyless_writes_allowed(["+@slow", "nocommands"]) == []
+    assert keyless_writes_allowed(["+@read", "+@connection"]) == []
+
+
+def test_load_policy_logs_each_warning_once(tmp_path, caplog):
+    path = tmp_path / "policy.yaml"
+    path.write_text('version: 1\nroles:\n  w: "+@write ~k:*"\ntargets:\n  local: {kind: redis, url: "redis://h:1"}\n')
+    with caplog.at_level("WARNING"):
+        load_policy(path, env={})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "role 'w' allows FLUSHALL, FLUSHDB, SWAPDB" in warnings[0]

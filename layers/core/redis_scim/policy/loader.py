@@ -7,6 +7,7 @@ a typo must never silently widen or narrow anybody's access.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -50,13 +51,19 @@ _REQUIRED_TARGET_KEYS = {"redis": {"url"}, "elasticache": {"region", "engine", "
 
 
 def load_policy(path: str | Path, env: Mapping[str, str] | None = None) -> Policy:
-    """Read and validate the policy file at `path`; `env` defaults to the process environment."""
+    """Read and validate the policy file at `path`; `env` defaults to the process environment.
+
+    `Policy.warnings` (risks that are valid policy, e.g. a writer role allowing FLUSHALL) are
+    logged once here, where every runtime loads its policy."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise PolicyError(f"{path}: cannot read the policy file: {error}") from None
-    return load_policy_text(text, name=str(path), env=env)
+    policy = load_policy_text(text, name=str(path), env=env)
+    for warning in policy.warnings:
+        logging.getLogger(__name__).warning(warning)
+    return policy
 
 
 def load_policy_text(text: str, name: str = "policy.yaml", env: Mapping[str, str] | None = None) -> Policy:

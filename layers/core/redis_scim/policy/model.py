@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis_scim.directory import UserRecord
 from redis_scim.errors import InvalidUsername, PolicyError
+from redis_scim.policy.rules import keyless_writes_allowed
 from redis_scim.policy.usernames import check_not_protected, render_username
 
 GhostAction = Literal["report", "disable", "delete"]
@@ -109,6 +110,17 @@ class Policy:
     module_commands: tuple[str, ...] = ()
     module_categories: tuple[str, ...] = ()
     version: int = 1
+
+    @property
+    def warnings(self) -> list[str]:
+        """Risks the loader reports but does not refuse (the issue's own example has one):
+        roles whose key patterns do not stop keyspace-wide writes such as FLUSHALL."""
+        return [
+            f"{self.source}: role {role.name!r} allows {', '.join(c.upper() for c in commands)}, which "
+            f"ignore key patterns; add {' '.join('-' + c for c in commands)} to the role unless intended"
+            for role in self.roles.values()
+            if (commands := keyless_writes_allowed(role.rules))
+        ]
 
     def target(self, name: str) -> AnyTarget:
         try:

@@ -59,6 +59,36 @@ def server_catalog() -> CommandCatalog:
     return CommandCatalog(commands=_read_names("commands.txt"), categories=_read_names("categories.txt"))
 
 
+# Commands that change the whole keyspace but take no key, so a role's key patterns never limit
+# them: `+@write ~cache:*` still allows FLUSHALL. Their categories are the same on Redis 7.0 and
+# Valkey 9.1 (`ACL CAT <category>`), except SWAPDB, which is @fast instead of @slow.
+_KEYLESS_WRITES = {
+    "flushall": {"all", "keyspace", "write", "dangerous", "slow"},
+    "flushdb": {"all", "keyspace", "write", "dangerous", "slow"},
+    "swapdb": {"all", "keyspace", "write", "dangerous", "fast"},
+}
+
+
+def keyless_writes_allowed(rules: Iterable[str]) -> list[str]:
+    """The keyspace-wide commands (FLUSHALL, FLUSHDB, SWAPDB) that `rules` allow, in order.
+
+    Rules apply left to right, so `+@write -flushall` allows FLUSHDB and SWAPDB only.
+    """
+    allowed = dict.fromkeys(_KEYLESS_WRITES, False)
+    for rule in rules:
+        lowered = rule.lower()
+        if lowered in ("allcommands", "nocommands"):
+            allowed = dict.fromkeys(allowed, lowered == "allcommands")
+            continue
+        if lowered[:1] not in "+-" or len(lowered) < 2:
+            continue
+        grant, name = lowered[0] == "+", lowered[1:]
+        for command, categories in _KEYLESS_WRITES.items():
+            if name == command or (name.startswith("@") and name[1:] in categories):
+                allowed[command] = grant
+    return [command for command, is_allowed in allowed.items() if is_allowed]
+
+
 def parse_role_rules(text: str, catalog: CommandCatalog) -> tuple[str, ...]:
     """Split a role string into rules and validate each; raise RuleError on the first bad one."""
     rules = tuple(text.split())
