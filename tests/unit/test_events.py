@@ -103,6 +103,10 @@ def template_environment(function: str, resources: LocalResources) -> dict[str, 
             for name, replacement in {**pseudo, **physical}.items():
                 text = text.replace("${" + name + "}", str(replacement))
             return text
+        if isinstance(value, dict) and "Fn::Join" in value:
+            # A CommaDelimitedList parameter: its default is already the joined text.
+            separator, items = value["Fn::Join"]
+            return resolve(items) if isinstance(items, dict) else separator.join(map(resolve, items))
         assert not isinstance(value, dict | list), f"{function}: unexpected environment value {value}"
         return str(value)
 

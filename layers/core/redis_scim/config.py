@@ -21,6 +21,9 @@ class Settings(BaseModel):
     change_queue_url: str | None = None
     token_secret_id: str = "redis-scim/scim-tokens"  # noqa: S105 - the secret's name, not a secret
     policy: str = "examples/policy.yaml"
+    # Comma-separated Secrets Manager ids of the targets' controller connections (template.yaml
+    # TargetSecretArns); their variables fill the policy's ${...} (targets/connection_secrets.py).
+    target_secrets: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -31,5 +34,6 @@ class Settings(BaseModel):
             "change_queue_url": "CHANGE_QUEUE_URL",
             "token_secret_id": "TOKEN_SECRET_ID",
             "policy": "POLICY",
+            "target_secrets": "TARGET_SECRETS",
         }
         return cls(**{field: env[var] for field, var in names.items() if env.get(var)})

@@ -98,6 +98,12 @@ _QUEUE_ATTRIBUTES = (
 )
 
 
+def _used(properties: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The properties the local stack uses; the others (KMS keys, deletion protection, …) have no
+    local counterpart and are left unresolved."""
+    return {name: value for name, value in properties.items() if name in names}
+
+
 def create_resources(
     session: Any,
     *,
@@ -126,7 +132,7 @@ def create_resources(
     for logical, resource in resources.items():
         if resource["Type"] != "AWS::DynamoDB::Table":
             continue
-        props = resolve(resource["Properties"])
+        props = resolve(_used(resource["Properties"], ("TableName", "TimeToLiveSpecification", *_TABLE_KEYS)))
         name = props.get("TableName", logical)
         dynamodb.create_table(TableName=name, **{k: props[k] for k in _TABLE_KEYS if k in props})
         if props.get("TimeToLiveSpecification", {}).get("Enabled"):
@@ -137,7 +143,8 @@ def create_resources(
         created.tables[logical] = name
 
     for logical in ordered_queues():
-        props = resolve(resources[logical]["Properties"])
+        used = ("QueueName", "RedrivePolicy", *_QUEUE_ATTRIBUTES)
+        props = resolve(_used(resources[logical]["Properties"], used))
         name = props.get("QueueName", logical)
         attributes = {k: str(props[k]).lower() if isinstance(props[k], bool) else str(props[k])
                       for k in _QUEUE_ATTRIBUTES if k in props}
@@ -151,7 +158,7 @@ def create_resources(
     for logical, resource in resources.items():
         if resource["Type"] != "AWS::SecretsManager::Secret":
             continue
-        props = resolve(resource["Properties"])
+        props = resolve(_used(resource["Properties"], ("Name", "SecretString")))
         value = (secret_values or {}).get(logical, props.get("SecretString", ""))
         arn = secrets.create_secret(Name=props.get("Name", logical), SecretString=value)["ARN"]
         physical[logical] = {"Ref": arn}
