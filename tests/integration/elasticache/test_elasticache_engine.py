@@ -210,4 +210,5 @@ def test_a_full_group_is_a_failed_audit_record_a_metric_and_a_retry_never_a_part
     assert QUOTA_EXCEEDED_METRIC in world.metrics.names and MetricName.APPLY_FAILURES in world.metrics.names
     with pytest.raises(elasticache.exceptions.UserNotFoundFault):
         elasticache.describe_users(UserId=derive_user_id("three@example.com"))
-    assert world.directory.user_state(third.id).pending  # the message stays for SQS to retry
+    state = world.directory.user_state(third.id)
+    assert state is not None and state.pending  # the message stays for SQS to retry

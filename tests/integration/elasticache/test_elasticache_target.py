@@ -25,7 +25,7 @@ from redis_scim import errors
 from redis_scim.directory import UserRecord
 from redis_scim.directory.ledger import MemoryLedger
 from redis_scim.policy import ElastiCacheTargetConfig, Policy, compile_user, load_policy_text
-from redis_scim.targets import TargetUnavailable
+from redis_scim.targets import Target, TargetUnavailable
 from redis_scim.targets.elasticache import (
     BUSY_RETRY_METRIC,
     QUOTA_EXCEEDED_METRIC,
@@ -605,3 +605,10 @@ def test_switching_to_password_authentication_is_a_modify_user(
         secrets_client.get_secret_value(SecretId="redis-scim/prod-cache/alice")["SecretString"]
     )
     assert valkey.can_login("alice", password["password"])
+
+
+def test_the_target_fits_the_port(target: ElastiCacheTarget) -> None:
+    port: Target = target  # checked by mypy: the engine drives it like any other target
+    assert port.nodes() == [target.node]
+    target.persist()
+    target.close()

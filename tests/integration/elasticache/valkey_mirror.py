@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 # The tests' own admin on the server, apart from the double's: mirroring `default` locks neither out.
 ADMIN = "elasticache-control-plane-test"
@@ -28,8 +30,7 @@ class Valkey:
             password=password,
             decode_responses=True,
             single_connection_client=True,
-            retry_on_error=[],
-            retry=None,
+            retry=Retry(NoBackoff(), 0),  # a dropped connection must stay dropped, not reconnect
         )
         return connection  # single_connection_client: connected and authenticated already
 

@@ -170,12 +170,14 @@ class ElastiCacheTarget:
     ) -> ElastiCacheTarget:
         """Build the clients from a boto3 session (standard retry mode absorbs API throttling)."""
         retries = Config(retries={"mode": "standard", "max_attempts": 5})
-        secrets_client = session.client("secretsmanager", region_name=config.region, config=retries)
+        secrets_client = None
+        if config.auth == "password":
+            secrets_client = session.client("secretsmanager", region_name=config.region, config=retries)
         return cls(
             config,
             client=session.client("elasticache", region_name=config.region, config=retries),
             user_ids=user_ids,
-            secrets_client=secrets_client if config.auth == "password" else None,
+            secrets_client=secrets_client,
             **options,
         )
 
