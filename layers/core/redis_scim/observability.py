@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
@@ -43,7 +44,13 @@ class MetricName:
     APPLY_FAILURES = "ApplyFailures"
     DEPROVISION_LATENCY = "DeprovisionLatency"
     DRIFT_CORRECTED = "DriftCorrected"
+    # The reconciler, once per run: GhostsFound without a dimension (the total, for the alarm) and
+    # with `target`; DriftFound with `class` (missing, drifted, node-divergent, stale);
+    # ReconcileDuration (milliseconds) and TargetsUnreachable without dimensions.
     GHOSTS_FOUND = "GhostsFound"
+    DRIFT_FOUND = "DriftFound"
+    RECONCILE_DURATION = "ReconcileDuration"
+    TARGETS_UNREACHABLE = "TargetsUnreachable"
     # On each successful authentication (no dimension beyond service, so one alarm covers every
     # token): the age of the token used, and the days left before it expires (tokens that expire).
     TOKEN_AGE_DAYS = "TokenAgeDays"  # noqa: S105 - a metric name, not a secret
@@ -56,7 +63,12 @@ def count_event(name: str, **dimensions: str) -> None:
     A single metric is flushed at once so its dimensions (e.g. an auth failure's reason) never leak
     onto the other metrics the shared `metrics` object flushes at the end of the invocation.
     """
-    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
+    put_metric(name, 1, MetricUnit.Count.value, dimensions)
+
+
+def put_metric(name: str, value: float, unit: str, dimensions: Mapping[str, str]) -> None:
+    """Emit one value of `name` now, with the service dimension and `dimensions` only."""
+    with single_metric(name=name, unit=MetricUnit(unit), value=value, namespace=NAMESPACE) as metric:
         metric.add_dimension(name="service", value=SERVICE)
-        for key, value in dimensions.items():
-            metric.add_dimension(name=key, value=value)
+        for key, value_ in dimensions.items():
+            metric.add_dimension(name=key, value=value_)
