@@ -412,3 +412,14 @@ def test_a_member_who_joins_during_a_group_delete_is_removed_too(
     assert directory.user_groups(late) == [] and directory.user_groups(early) == []
     left = [c for c in feed.changes if c.user_id == late]
     assert [c.version for c in left] == [1, 2, 3]  # created, joined, then left with the group
+
+
+def test_a_resource_too_large_for_an_item_is_refused_whole(
+    directory: DynamoDirectory, feed: ListFeed
+) -> None:
+    with pytest.raises(errors.PayloadTooLarge):
+        directory.create_user({"userName": "big", "title": "x" * 450_000}, password_sha256=None, cause=CAUSE)
+    assert (
+        directory.search_users(lookup=("userName", "big"), predicate=None, start_index=1, count=0).total == 0
+    )
+    assert feed.changes == []
