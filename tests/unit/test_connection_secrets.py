@@ -14,6 +14,7 @@ from moto import mock_aws
 from redis_scim import errors
 from redis_scim.config import Settings
 from redis_scim.policy import RedisTargetConfig, load_policy_text
+from redis_scim.sync.runtime import build_engine
 from redis_scim.targets.connection_secrets import (
     connection_variables,
     parse_secret_ids,
@@ -104,3 +105,14 @@ def test_settings_read_the_secret_list_the_template_passes() -> None:
     assert parse_secret_ids(settings.target_secrets) == ("arn:a", "arn:b")
     # CloudFormation joins an empty TargetSecretArns into "": no secrets.
     assert parse_secret_ids(Settings.from_env({"TARGET_SECRETS": ""}).target_secrets) == ()
+
+
+def test_the_applier_engine_loads_its_policy_with_the_secrets(secrets: Any, tmp_path: Any) -> None:
+    arn = put(secrets, "redis-scim-prod/prod-cache", json.dumps({"PROD_CACHE_URL": PROD_URL}))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    settings = Settings(policy=str(policy), target_secrets=arn)
+    engine = build_engine(settings, boto3.Session(region_name="us-east-1"))
+    target = engine.policy.targets["prod-cache"]
+    assert isinstance(target, RedisTargetConfig)
+    assert target.url == PROD_URL

@@ -6,6 +6,7 @@ The policy is loaded and validated here, so a bad policy is a clear error at sta
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from redis_scim.errors import PolicyError
 from redis_scim.policy import Policy, RedisTargetConfig, load_policy
 from redis_scim.sync.engine import SyncEngine
 from redis_scim.targets import Target
+from redis_scim.targets.connection_secrets import parse_secret_ids, policy_environment
 from redis_scim.targets.redis import RedisTarget
 
 
@@ -41,7 +43,10 @@ def build_engine(
 ) -> SyncEngine:
     """The engine on the settings' tables; `session` is a boto3 Session. The Directory is opened
     without a change feed: the applier consumes changes, it never publishes them."""
-    policy = load_policy(settings.policy)
+    secret_ids = parse_secret_ids(settings.target_secrets)
+    # Controller connections (with their passwords) come from Secrets Manager, not the environment.
+    env = policy_environment(secret_ids, session.client("secretsmanager"), os.environ) if secret_ids else None
+    policy = load_policy(settings.policy, env=env)
     dynamodb = session.client("dynamodb")
     return SyncEngine(
         directory=DynamoDirectory(settings.directory_table, dynamodb, None),
