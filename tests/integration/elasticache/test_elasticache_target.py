@@ -292,7 +292,7 @@ def test_protected_users_are_never_changed(target: ElastiCacheTarget, policy: Po
 # --- the quota: a clear error, a metric, nothing half-applied ------------------------------------
 
 
-def test_a_full_group_fails_the_whole_batch_before_anything_is_created(
+def test_additions_a_full_group_cannot_take_fail_before_anything_is_created(
     target: ElastiCacheTarget,
     policy: Policy,
     elasticache: Any,
@@ -302,17 +302,28 @@ def test_a_full_group_fails_the_whole_batch_before_anything_is_created(
     target.apply_batch({f"user-{n}": rules(policy, f"user-{n}", "Cache Readers") for n in range(98)})
     assert len(members(elasticache)) == 99
     creates = len(plane.operations("create_user"))
-    with pytest.raises(UserGroupFull, match="would have 101 users; its quota is 100"):
-        target.apply_batch(
-            {
-                "late-1": rules(policy, "late-1", "Cache Readers"),
-                "late-2": rules(policy, "late-2", "Cache Readers"),
-            }
-        )
+    with pytest.raises(UserGroupFull, match="would have 101 users; its quota is 100") as full:
+        target.apply_batch({name: rules(policy, name, "Cache Readers") for name in ("late-1", "late-2")})
+    assert "not applied for late-1, late-2" in full.value.detail
     assert len(plane.operations("create_user")) == creates
     assert metrics.counts[QUOTA_EXCEEDED_METRIC] == 1
     target.write_user("late-1", rules(policy, "late-1", "Cache Readers"))  # one still fits
     assert len(members(elasticache)) == 100
+
+
+def test_a_full_group_never_holds_up_a_deactivation_or_a_deletion(
+    target: ElastiCacheTarget, policy: Policy, elasticache: Any, plane: ElastiCacheControlPlane
+) -> None:
+    target.apply_batch({f"user-{n}": rules(policy, f"user-{n}", "Cache Readers") for n in range(99)})
+    late = ("late-1", "late-2", "late-3")  # 100 + 3 added - 2 removed: one too many
+    batch: dict[str, list[str] | None] = {name: rules(policy, name, "Cache Readers") for name in late}
+    batch["user-0"] = rules(policy, "user-0", "Cache Readers", active=False)
+    batch["user-1"] = None
+    with pytest.raises(UserGroupFull, match="not applied for late-1, late-2, late-3"):
+        target.apply_batch(batch)
+    assert not {"user-0", "user-1", *late} & members(elasticache)
+    assert target.verify_revoked("user-0", deleted=False) and target.verify_revoked("user-1", deleted=True)
+    assert not set(late) & {call.params["UserId"] for call in plane.operations("create_user")}
 
 
 def test_a_lower_service_quota_is_reported_and_the_batch_rolled_back(

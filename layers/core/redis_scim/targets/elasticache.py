@@ -280,7 +280,9 @@ class ElastiCacheTarget:
         remove = [
             p.user_id for p in planned if (p.desired is None or not p.desired.member) and p.user_id in members
         ]
-        self._check_capacity(len(members) + len(add) - len(remove), add)
+        size_after = len(members) + len(add) - len(remove)
+        if add and size_after > self.users_per_group:
+            self._refuse_additions(changes, planned, add, size_after)
         created = [p for p in planned if p.desired is not None and p.current is None]
         for plan in created:
             self._create_user(plan, deadline)
@@ -387,17 +389,28 @@ class ElastiCacheTarget:
         while self._describe_user(user_id) is not None:
             self._wait_or_give_up(deadline, f"user {user_id} is still being deleted")
 
-    def _check_capacity(self, size_after: int, add: Sequence[str]) -> None:
-        if size_after <= self.users_per_group:
-            return
+    def _refuse_additions(
+        self,
+        changes: Mapping[str, Sequence[str] | None],
+        planned: Sequence[_Planned],
+        add: Sequence[str],
+        size_after: int,
+    ) -> None:
+        """The additions do not fit: apply the rest of the batch (a full group must never hold up a
+        deactivation or a deletion), then fail naming every user not applied. No user is half-applied:
+        nothing is created for the refused ones."""
+        refused = sorted(plan.username for plan in planned if plan.user_id in set(add))
         self._count(QUOTA_EXCEEDED_METRIC)
         logger.error(
             "user group full",
-            extra={"target": self.name, "user_group": self.config.user_group, "adding": list(add)},
+            extra={"target": self.name, "user_group": self.config.user_group, "not_applied": refused},
         )
+        rest = {username: rules for username, rules in changes.items() if username not in refused}
+        self.apply_batch(rest)
         raise UserGroupFull(
             f"user group {self.config.user_group!r} of target {self.name!r} would have {size_after} users; "
-            f"its quota is {self.users_per_group} (AWS 'users per user group'): nothing was applied"
+            f"its quota is {self.users_per_group} (AWS 'users per user group'): "
+            f"not applied for {', '.join(refused)}"
         )
 
     # --- internals: users ----------------------------------------------------------------------------
