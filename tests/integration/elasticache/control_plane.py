@@ -30,6 +30,9 @@ on create/modify (live connections stay, as ModifyUser keeps them), `ACL DELUSER
 the group or deletion (connections are dropped, as ElastiCache does). An IAM user logs in to the
 mirror with `iam_token(name)`: the double stands in for ElastiCache's SigV4 token check.
 Not modelled (unverified or not used): AppendAccessString, tags on groups, replication groups.
+Assumptions where AWS documents nothing: adding a user that already is a member is refused like
+removing a non-member (InvalidParameterValue); a user still `creating` may be added to a group;
+a removal or deletion takes effect on the mirror when it settles, not when it is requested.
 """
 
 from __future__ import annotations

@@ -623,3 +623,21 @@ def test_the_target_fits_the_port(target: ElastiCacheTarget) -> None:
     assert port.nodes() == [target.node]
     target.persist()
     target.close()
+
+
+def test_a_user_deleted_behind_our_back_is_recreated_and_a_missing_group_is_a_target_error(
+    target: ElastiCacheTarget, policy: Policy, elasticache: Any
+) -> None:
+    target.write_user("alice", rules(policy, "alice", "Cache Readers", active=False))
+    elasticache.delete_user(UserId="alice")  # gone behind the target's back
+    elasticache.describe_users()
+    target.write_user("alice", rules(policy, "alice", "Cache Readers"))  # re-created from scratch
+    assert "alice" in members(elasticache)
+    with pytest.raises(TargetUnavailable, match="user group not found"):
+        ElastiCacheTarget(
+            ElastiCacheTargetConfig(
+                name="gone", region="eu-west-1", engine="valkey", user_group="no-such-group"
+            ),
+            client=elasticache,
+            user_ids=MemoryUserIdRegistry(),
+        ).write_user("bob", rules(policy, "bob", "Cache Readers"))

@@ -623,10 +623,12 @@ class ElastiCacheTarget:
                 return self._api(operation, **parameters)
             except _Busy as busy:
                 self._wait_or_give_up(deadline, busy.message)
+            except _NotMember:
+                raise  # `_modify_group` re-reads the group and sends only real members
             except _Refused as refused:
                 if refused.code in tolerate:
                     return None
-                raise
+                raise TargetUnavailable(self.name, {self.node: f"{operation}: {refused}"}) from None
 
     def _api(self, operation: str, **parameters: Any) -> Any:
         try:
