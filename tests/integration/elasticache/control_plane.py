@@ -31,7 +31,8 @@ the group or deletion (connections are dropped, as ElastiCache does). An IAM use
 mirror with `iam_token(name)`: the double stands in for ElastiCache's SigV4 token check.
 Not modelled (unverified or not used): AppendAccessString, tags on groups, replication groups.
 Assumptions where AWS documents nothing: adding a user that already is a member is refused like
-removing a non-member (InvalidParameterValue); a user still `creating` may be added to a group;
+removing a non-member (InvalidParameterValue); user names with spaces are refused (the engine
+cannot hold them); a user still `creating` may be added to a group;
 a removal or deletion takes effect on the mirror when it settles, not when it is requested.
 """
 
@@ -217,6 +218,9 @@ class ElastiCacheControlPlane:
         mode = params.get("AuthenticationMode") or {}
         passwords = list(params.get("Passwords") or mode.get("Passwords") or [])
         _check_passwords(passwords)
+        if any(char.isspace() or char == "\0" for char in params.get("UserName", "")):
+            # The engine refuses such names ("Usernames can't contain spaces or null characters").
+            raise Fault("InvalidParameterValue", "User names cannot contain spaces.")
         if mode.get("Type") == "iam" and params.get("UserName") != user_id:
             raise Fault(
                 "InvalidParameterValue", "IAM authentication requires the user name to equal the user id."

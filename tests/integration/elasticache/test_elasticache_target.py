@@ -641,3 +641,38 @@ def test_a_user_deleted_behind_our_back_is_recreated_and_a_missing_group_is_a_ta
             client=elasticache,
             user_ids=MemoryUserIdRegistry(),
         ).write_user("bob", rules(policy, "bob", "Cache Readers"))
+
+
+def hand_made(elasticache: Any, user_id: str, user_name: str) -> None:
+    elasticache.create_user(
+        UserId=user_id,
+        UserName=user_name,
+        Engine="valkey",
+        AccessString="on ~* +@all",
+        AuthenticationMode={"Type": "password", "Passwords": ["hand-made-password-0123"]},
+    )
+    elasticache.describe_users(UserId=user_id)
+    elasticache.modify_user_group(UserGroupId="cache-users", UserIdsToAdd=[user_id])
+    elasticache.describe_user_groups(UserGroupId="cache-users")
+
+
+def test_ghosts_are_disabled_or_deleted_by_id_and_managed_or_allowed_users_never(
+    target: ElastiCacheTarget, policy: Policy, elasticache: Any, valkey: Valkey
+) -> None:
+    hand_made(elasticache, "ghost-1", "Ghost.One")  # a user name that is not its id
+    hand_made(elasticache, "ghost-2", "ghost-2")
+    live = valkey.login("Ghost.One", "hand-made-password-0123")
+    ghosts = {member.user_id: member for member in target.list_users() if not member.managed}
+    assert ghosts["ghost-1"].username == "Ghost.One"
+    target.remove_unmanaged("ghost-1", delete=False)
+    with pytest.raises(redis.ConnectionError):
+        live.get("k")
+    assert "ghost-1" not in members(elasticache)
+    assert elasticache.describe_users(UserId="ghost-1")["Users"][0]["AccessString"].startswith("off ")
+    target.remove_unmanaged("ghost-2", delete=True)
+    assert target.read_users(["ghost-2"])["ghost-2"] == {target.node: None}
+    target.write_user("alice", rules(policy, "alice", "Cache Readers"))
+    with pytest.raises(errors.InvalidValue, match="is managed"):
+        target.remove_unmanaged("alice", delete=True)
+    with pytest.raises(errors.InvalidUsername, match="protected"):
+        target.remove_unmanaged("cache-users-admin", delete=True)

@@ -241,6 +241,31 @@ class ElastiCacheTarget:
             )
         return sorted(found, key=lambda member: member.username)
 
+    def remove_unmanaged(self, user_id: str, *, delete: bool) -> None:
+        """The reconciler's ghost actions on a member the system did not create (`managed` False
+        in `list_users`): take it out of the group (its connections end) and set it `off`, or, when
+        `delete`, DeleteUser. Refuses managed users and allow-listed user names."""
+        if self.user_ids.username_of(self.name, user_id) is not None:
+            raise errors.InvalidValue(
+                f"ElastiCache user {user_id!r} is managed; change it through its username"
+            )
+        user = self._describe_user(user_id)
+        if user is None:
+            return
+        if user["UserName"] in self.config.protected_usernames or user_id in self.config.protected_usernames:
+            raise errors.InvalidUsername(
+                f"{user['UserName']!r} is protected on target {self.name!r}; never changed"
+            )
+        deadline = self._deadline()
+        if user_id in self._wait_for_group(deadline).effective:
+            self._modify_group(add=[], remove=[user_id], deadline=deadline)
+        if delete:
+            self._call("delete_user", deadline, UserId=user_id, tolerate={"UserNotFound"})
+        elif parse_access_string(user.get("AccessString", ""))[0]:
+            off = access_string_from_rules([*split_rules(user.get("AccessString", "")), "off"])
+            self._call("modify_user", deadline, UserId=user_id, AccessString=off)
+        self._wait_settled([user_id], deadline)
+
     # --- writes ------------------------------------------------------------------------------------
 
     def write_user(self, username: str, rules: Sequence[str]) -> None:
