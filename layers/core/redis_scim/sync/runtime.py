@@ -13,23 +13,42 @@ from typing import Any
 from redis_scim.audit import AuditTrail
 from redis_scim.config import Settings
 from redis_scim.directory.dynamodb import DynamoDirectory
-from redis_scim.directory.ledger import DynamoLedger
+from redis_scim.directory.ledger import DynamoLedger, Ledger
 from redis_scim.directory.rules import MetricsSink
 from redis_scim.errors import PolicyError
 from redis_scim.policy import Policy, RedisTargetConfig, load_policy
 from redis_scim.sync.engine import SyncEngine
 from redis_scim.targets import Target
 from redis_scim.targets.connection_secrets import parse_secret_ids, policy_environment
+from redis_scim.targets.elasticache import ElastiCacheTarget
+from redis_scim.targets.elasticache_ids import DynamoUserIdRegistry
 from redis_scim.targets.redis import RedisTarget
 
 
-def open_targets(policy: Policy) -> dict[str, Target]:
-    """One backend per policy target. Kinds without a backend in this build are a PolicyError."""
+def open_targets(
+    policy: Policy,
+    *,
+    session: Any = None,
+    directory_table: str | None = None,
+    ledger: Ledger | None = None,
+    metrics: MetricsSink | None = None,
+) -> dict[str, Target]:
+    """One backend per policy target. ElastiCache targets need `session` (a boto3 Session) and the
+    Directory table (their user-id registry lives there); without them they are a PolicyError."""
     targets: dict[str, Target] = {}
     for name, config in policy.targets.items():
-        if not isinstance(config, RedisTargetConfig):
-            raise PolicyError(f"{policy.source}: target {name!r}: kind {config.kind!r} has no backend yet")
-        targets[name] = RedisTarget.from_config(config)
+        if isinstance(config, RedisTargetConfig):
+            targets[name] = RedisTarget.from_config(config)
+        elif session is not None and directory_table is not None:
+            targets[name] = ElastiCacheTarget.from_config(
+                config,
+                session=session,
+                user_ids=DynamoUserIdRegistry(directory_table, session.client("dynamodb")),
+                ledger=ledger,
+                metrics=metrics,
+            )
+        else:
+            raise PolicyError(f"{policy.source}: target {name!r}: {config.kind} targets need AWS access")
     return targets
 
 
@@ -48,11 +67,16 @@ def build_engine(
     env = policy_environment(secret_ids, session.client("secretsmanager"), os.environ) if secret_ids else None
     policy = load_policy(settings.policy, env=env)
     dynamodb = session.client("dynamodb")
+    ledger = DynamoLedger(settings.directory_table, dynamodb)
+    if targets is None:
+        targets = open_targets(
+            policy, session=session, directory_table=settings.directory_table, ledger=ledger, metrics=metrics
+        )
     return SyncEngine(
         directory=DynamoDirectory(settings.directory_table, dynamodb, None),
-        ledger=DynamoLedger(settings.directory_table, dynamodb),
+        ledger=ledger,
         policy=policy,
-        targets=targets if targets is not None else open_targets(policy),
+        targets=targets,
         audit=AuditTrail(
             settings.audit_table, dynamodb, retention_days=settings.audit_retention_days, logger=logger
         ),
