@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import boto3
 
     from redis_scim.audit import AuditRecord, ChainCheck
+    from redis_scim.sync.reconcile import ReconcileReport
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -292,11 +293,196 @@ def run_token_revoke(args: argparse.Namespace) -> int:
     return _token_command(revoke)
 
 
+# --- plan / reconcile ----------------------------------------------------------------------------
+
+
+def add_plan_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="show what a reconciliation would change on the targets",
+        description="Compare every target (every node) with the Directory and the policy and print what "
+        "would change: missing, drifted, node-divergent and stale users, and ghosts. Changes nothing. "
+        "Exits 0 when every target is in sync, 1 when something would change or a target is unreachable. "
+        "The Directory is DIRECTORY_TABLE (set AWS_ENDPOINT_URL for the local stack).",
+    )
+    _reconcile_options(parser)
+    parser.set_defaults(run=run_plan)
+
+
+def add_reconcile_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "reconcile",
+        help="repair drift, act on ghosts per policy, re-drive stale pending users (with --apply)",
+        description="Reconcile the targets with the Directory: repair missing, drifted, node-divergent and "
+        "stale users through the sync engine (audited, operation 'reconciler'), report, disable or delete "
+        "ghosts per the target's `ghosts:` setting, and (for all targets) re-drive users whose pending "
+        "marker is older than RECONCILE_PENDING_GRACE_SECONDS (default 300). Without --apply it only "
+        "prints the plan, like `plan`. Exits 0 when everything was repaired, 1 otherwise.",
+    )
+    parser.add_argument("--apply", action="store_true", help="make the changes (without it: a dry run)")
+    _reconcile_options(parser)
+    parser.set_defaults(run=run_reconcile)
+
+
+def _reconcile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target", action="append", metavar="T", help="only this policy target (repeatable; default all)"
+    )
+    parser.add_argument(
+        "--policy", metavar="PATH", help="the policy file (default: $POLICY, else examples/policy.yaml)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--all-rules",
+        action="store_true",
+        help="read every user's rules now (slow on large targets) instead of the recent users and a "
+        "rotating slice within the time budget",
+    )
+    parser.add_argument(
+        "--progress", action="store_true", help="show a progress bar on stderr even when it is not a terminal"
+    )
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    return _run_reconciler(args, apply=False)
+
+
+def run_reconcile(args: argparse.Namespace) -> int:
+    if not args.apply:
+        print("redis-scim reconcile: dry run, nothing is changed (pass --apply to repair)", file=sys.stderr)
+    return _run_reconciler(args, apply=args.apply)
+
+
+def _run_reconciler(args: argparse.Namespace, *, apply: bool) -> int:
+    import logging
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from redis_scim.config import Settings
+    from redis_scim.errors import PolicyError
+    from redis_scim.sync.reconcile import Reconciler, ReconcileSettings
+    from redis_scim.sync.runtime import build_engine
+
+    # The report says everything the warnings would (ghosts, unreachable targets).
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    command = "reconcile" if apply else "plan"
+    settings = Settings.from_env()
+    if args.policy:
+        settings = settings.model_copy(update={"policy": args.policy})
+    progress = _ProgressBar(force=args.progress)
+    try:
+        engine = build_engine(settings, aws_session())
+        try:
+            reconciler = Reconciler(engine, settings=ReconcileSettings.from_env(os.environ))
+            run = reconciler.reconcile if apply else reconciler.plan
+            report = run(args.target, all_rules=args.all_rules, progress=progress)
+        finally:
+            progress.finish()
+            for target in engine.targets.values():
+                target.close()
+    except PolicyError as error:
+        print(f"redis-scim {command}: {error.detail}", file=sys.stderr)
+        return EXIT_USAGE
+    except (BotoCoreError, ClientError) as error:
+        print(f"redis-scim {command}: cannot reach the Directory: {error}", file=sys.stderr)
+        return EXIT_AWS_ERROR
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_report(report)
+    if apply:
+        ok = not report.unreachable and not report.failed_repairs
+    else:
+        ok = not report.unreachable and not report.discrepancies
+    return EXIT_OK if ok else EXIT_CHECK_FAILED
+
+
+_DETAIL_WIDTH = 100
+
+
+def _print_report(report: ReconcileReport) -> None:
+    """The report as readable tables: a summary line per target, the discrepancies, the repairs."""
+    for target in report.targets:
+        if target.unreachable is not None:
+            print(f"target {target.target}: UNREACHABLE: {target.unreachable}")
+            continue
+        print(
+            f"target {target.target}: {len(target.nodes)} node(s), {target.usernames} username(s), "
+            f"{target.desired} desired, rules compared for {target.rules_read} of {target.rules_eligible}"
+        )
+    rows = [
+        [d.target, str(d.finding), d.username, d.user_id or "-", str(len(d.present_on)), _short(d.detail)]
+        for d in report.discrepancies
+    ]
+    print()
+    if rows:
+        _print_table(("target", "finding", "username", "scim_id", "nodes", "detail"), rows)
+    else:
+        print("no differences found")
+    repairs = [r for target in report.targets for r in target.repairs] + report.redriven
+    if report.applied:
+        print()
+        if repairs:
+            _print_table(
+                ("target", "subject", "action", "result", "detail"),
+                [
+                    [r.target or "*", r.subject, r.action, "ok" if r.ok else "FAILED", _short(r.detail)]
+                    for r in repairs
+                ],
+            )
+        else:
+            print("nothing to repair")
+    counts = ", ".join(f"{count} {finding}" for finding, count in report.counts().items() if count)
+    done = "reconciled" if report.applied else "planned"
+    print(f"\n{done} in {report.seconds:.1f} s: {counts or 'in sync'}")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _DETAIL_WIDTH else text[: _DETAIL_WIDTH - 1] + "…"
+
+
+def _print_table(columns: Sequence[str], rows: list[list[str]]) -> None:
+    widths = [max([len(column), *(len(row[i]) for row in rows)]) for i, column in enumerate(columns)]
+    for line in [[column.upper().replace("_", " ") for column in columns], *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr for long runs: drawn only after the first second, at most
+    ten times a second, and only on a terminal unless forced."""
+
+    def __init__(self, *, force: bool = False, width: int = 30) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._started = self._clock()
+        self._drawn_at = 0.0
+        self._enabled = force or sys.stderr.isatty()
+        self._width = width
+        self._shown = False
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        now = self._clock()
+        if not self._enabled or now - self._started < 1.0 or (now - self._drawn_at < 0.1 and done < total):
+            return
+        self._drawn_at = now
+        filled = self._width * done // max(total, 1)
+        bar = "#" * filled + "." * (self._width - filled)
+        print(f"\r{label:<24} [{bar}] {done}/{total}", end="", file=sys.stderr, flush=True)
+        self._shown = True
+
+    def finish(self) -> None:
+        if self._shown:
+            print(file=sys.stderr, flush=True)
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 SUBCOMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = (
     add_audit_command,
     add_token_command,
+    add_plan_command,
+    add_reconcile_command,
 )
 
 

@@ -135,14 +135,18 @@ def is_connected(client: redis.Redis) -> bool:
     return True
 
 
-def make_policy(
+def make_policy(nodes: dict[str, Node], **options: Any) -> Policy:
+    return load_policy_text(policy_text(nodes, **options), env={})
+
+
+def policy_text(
     nodes: dict[str, Node],
     *,
     ghosts: str = "report",
     allow: tuple[str, ...] = ("default",),
     down_url: str | None = None,
-) -> Policy:
-    text = POLICY.format(
+) -> str:
+    return POLICY.format(
         main_url=nodes["main"].url,
         replica_url=nodes["replica"].url,
         second_url=nodes["second"].url,
@@ -150,7 +154,6 @@ def make_policy(
         ghosts=ghosts,
         extra=DOWN_TARGET.format(down_url=down_url) if down_url else "",
     )
-    return load_policy_text(text, env={})
 
 
 @dataclass
