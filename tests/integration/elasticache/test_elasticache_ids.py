@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from redis_scim import errors
-from redis_scim.local.resources import create_resources
+from redis_scim.local.resources import create_resources, load_template
 from redis_scim.targets.elasticache_ids import (
     MAX_USER_ID_LENGTH,
     DynamoUserIdRegistry,
@@ -80,15 +81,23 @@ def test_distinct_usernames_get_distinct_ids(usernames: list[str]) -> None:
     assert len({derive_user_id(name) for name in usernames}) == len(usernames)
 
 
+@pytest.fixture(scope="module")
+def directory_table_template() -> dict[str, Any]:
+    template = load_template()
+    template["Resources"] = {"DirectoryTable": template["Resources"]["DirectoryTable"]}  # only what is used
+    return template
+
+
 @pytest.fixture(params=["memory", "dynamodb"])
-def registry(request: pytest.FixtureRequest) -> Iterator[UserIdRegistry]:
+def registry(
+    request: pytest.FixtureRequest, boto_session: boto3.Session, directory_table_template: dict[str, Any]
+) -> Iterator[UserIdRegistry]:
     if request.param == "memory":
         yield MemoryUserIdRegistry()
         return
     with mock_aws():
-        session = boto3.Session(region_name="us-east-1")
-        resources = create_resources(session)
-        yield DynamoUserIdRegistry(resources.tables["DirectoryTable"], session.client("dynamodb"))
+        resources = create_resources(boto_session, template=directory_table_template)
+        yield DynamoUserIdRegistry(resources.tables["DirectoryTable"], boto_session.client("dynamodb"))
 
 
 def test_a_claim_records_the_owner_and_is_idempotent(registry: UserIdRegistry) -> None:
