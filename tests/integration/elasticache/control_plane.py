@@ -131,7 +131,6 @@ class ElastiCacheControlPlane:
         self._groups: dict[tuple[str, str], dict[str, UserGroup]] = {}
         self._transitions: dict[tuple[str, str], _Transition] = {}
         self._attached: str | None = None
-        self._attached_backend: ElastiCacheBackend | None = None
         self._iam_secret = secrets.token_hex(8)
         self._originals: dict[str, Any] = {}
         self._mirror = self._take_over(mirror)
@@ -194,7 +193,7 @@ class ElastiCacheControlPlane:
         """Make the mirror Valkey stand for a cache using `user_group_id` (mirrors its members now)."""
         with self._lock:
             group = self._group(backend, user_group_id)
-            self._attached, self._attached_backend = group.user_group_id, backend
+            self._attached = group.user_group_id
             for user_id in group.user_ids:
                 self._mirror_user(backend.users[user_id])
             self._mirror_default(backend, group)
@@ -377,15 +376,20 @@ class ElastiCacheControlPlane:
         group.pending_remove = to_remove
 
         def complete() -> None:
+            # A user deleted meanwhile has already left every group (and the mirror).
             for user_id in group.pending_remove:
+                user = backend.users.get(user_id)
+                if user is None or user_id not in group.user_ids:
+                    continue
                 group.user_ids.remove(user_id)
-                user = backend.users[user_id]
                 user.user_group_ids.remove(group.user_group_id)
                 if group.user_group_id == self._attached:
                     self._unmirror_user(user)
             for user_id in group.pending_add:
+                user = backend.users.get(user_id)
+                if user is None:
+                    continue
                 group.user_ids.append(user_id)
-                user = backend.users[user_id]
                 user.user_group_ids.append(group.user_group_id)
                 if group.user_group_id == self._attached:
                     self._mirror_user(user)
