@@ -117,7 +117,7 @@ class SyncEngine:
             failures: list[BaseException] = []
             for name in sorted(touched):
                 try:
-                    self.targets[name].persist()
+                    self._persist(self.targets[name])
                 except Exception as error:
                     failures.append(error)
             if failures:
@@ -138,17 +138,19 @@ class SyncEngine:
             return result
         held = self.ledger.held(user_id)
         for target_name in self.policy.targets:
+            # One target's failure never stops the others. A failed write was already counted
+            # (and audited) by the step that attempted it; a failed read or claim is counted here.
             try:
                 plan = self.plan_user(state, target_name, held=held.get(target_name, frozenset()), claim=True)
-                result.plans.append(plan)
-                results = self.apply_plan(plan, state, cause)
-            except Exception as error:  # one target's failure never stops the others
-                result.failures[target_name] = _explain(error)
+            except Exception as error:
                 self._count(MetricName.APPLY_FAILURES)
-                self.logger.warning(
-                    "target did not converge",
-                    extra={"user_id": user_id, "target": target_name, "error": _explain(error)},
-                )
+                self._target_failed(result, target_name, error)
+                continue
+            result.plans.append(plan)
+            try:
+                results = self.apply_plan(plan, state, cause)
+            except Exception as error:
+                self._target_failed(result, target_name, error)
                 continue
             result.results.extend(results)
             unverified = [r for r in results if r.outcome is not Outcome.REJECTED and not r.verified]
@@ -160,6 +162,13 @@ class SyncEngine:
             raise errors.SyncIncomplete(user_id, result.failures)
         result.cleared = self.directory.clear_pending(user_id, version=state.version)
         return result
+
+    def _target_failed(self, result: Convergence, target_name: str, error: Exception) -> None:
+        result.failures[target_name] = _explain(error)
+        self.logger.warning(
+            "target did not converge",
+            extra={"user_id": result.user_id, "target": target_name, "error": _explain(error)},
+        )
 
     # --- plan --------------------------------------------------------------------------------------
 
@@ -299,8 +308,15 @@ class SyncEngine:
             if wrote and self._deferred_persistence is not None:
                 self._deferred_persistence.add(plan.target)
             elif wrote:
-                target.persist()
+                self._persist(target)
         return results
+
+    def _persist(self, target: Target) -> None:
+        try:
+            target.persist()
+        except Exception:
+            self._count(MetricName.APPLY_FAILURES)
+            raise
 
     def _apply_step(
         self, target: Target, plan: TargetPlan, step: Step, state: UserState, cause: Cause
