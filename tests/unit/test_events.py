@@ -142,8 +142,8 @@ def test_sample_event_drives_its_handler(
 ) -> None:
     function, issue = route(sample)
     code_dir = CODE_DIRS[function]
-    if not (FUNCTIONS_DIR / code_dir / "app.py").exists():
-        pytest.skip(f"{function} (functions/{code_dir}/app.py) lands with {issue}")
+    if not (FUNCTIONS_DIR / code_dir / "app.py").exists() or function not in load_template()["Resources"]:
+        pytest.skip(f"{function} (functions/{code_dir}/app.py and template.yaml) lands with {issue}")
     _, resources = request.getfixturevalue("aws")
     for name, value in template_environment(function, resources).items():
         monkeypatch.setenv(name, value)
@@ -163,4 +163,6 @@ def test_sample_event_drives_its_handler(
         # The sample's users are unknown to this empty Directory: converging them is a no-op success.
         assert result == {"batchItemFailures": []}
     else:
-        assert result is None or isinstance(result, dict)
+        # The policy's only target (port 1) is down: reported, and the run itself still succeeds.
+        assert set(result["unreachable"]) == {"local"}
+        assert result["failed_repairs"] == 0
