@@ -455,10 +455,10 @@ class Reconciler:
         progress: Progress | None,
     ) -> None:
         """Read and compare the rules of the recently changed names and of a slice of the ring."""
-        order = self._reading_order(eligible, wanted, all_rules=all_rules)
+        order, recent = self._reading_order(eligible, wanted, all_rules=all_rules)
         budget = None if all_rules else self.settings.rules_budget_seconds
         nodes = report.nodes
-        for username, per_node in self._read_rules(target, order, budget, progress, report.target):
+        for username, per_node in self._read_rules(target, order, recent, budget, progress, report.target):
             report.rules_read += 1
             entry = wanted[username]
             step = plan_target(
@@ -489,8 +489,8 @@ class Reconciler:
 
     def _reading_order(
         self, eligible: list[str], wanted: Mapping[str, _Wanted], *, all_rules: bool
-    ) -> list[str]:
-        """Recently changed names first, then the ring from the clock's position onwards."""
+    ) -> tuple[list[str], int]:
+        """Recently changed names first (and how many), then the ring from the clock's position on."""
         recent = [name for name in eligible if wanted[name].recent]
         ring = sorted(
             (zlib.crc32(name.encode("utf-8", "surrogateescape")), name)
@@ -498,20 +498,27 @@ class Reconciler:
             if not wanted[name].recent
         )
         if all_rules or not ring:
-            return recent + [name for _, name in ring]
+            return recent + [name for _, name in ring], len(recent)
         cycle = self.settings.rules_cycle_seconds
         position = int((self.clock().timestamp() % cycle) / cycle * RING)
         start = bisect_left(ring, (position, ""))
-        return recent + [name for _, name in ring[start:]] + [name for _, name in ring[:start]]
+        return recent + [name for _, name in ring[start:]] + [name for _, name in ring[:start]], len(recent)
 
     def _read_rules(
-        self, target: Target, order: list[str], budget: float | None, progress: Progress | None, label: str
+        self,
+        target: Target,
+        order: list[str],
+        required: int,
+        budget: float | None,
+        progress: Progress | None,
+        label: str,
     ) -> Iterator[tuple[str, dict[str, NodeAcl | None]]]:
-        """Rules of `order`, in pipelines sized so that one holds a node about `max_round_trip_ms`,
-        until the budget runs out. The first pipeline is small: its timing sizes the next ones."""
+        """Rules of `order`, in pipelines sized so that one holds a node about `max_round_trip_ms`:
+        the first `required` names always, the rest until the budget runs out. The first pipeline
+        is small: its timing sizes the next ones."""
         deadline = None if budget is None else time.monotonic() + budget
         chunk, done = 8, 0
-        while done < len(order) and (deadline is None or time.monotonic() < deadline):
+        while done < len(order) and (done < required or deadline is None or time.monotonic() < deadline):
             names = order[done : done + chunk]
             started = time.monotonic()
             found = target.read_users(names)
