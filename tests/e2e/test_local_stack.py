@@ -52,9 +52,12 @@ def child_processes(pid: int) -> dict[int, str]:
     """The direct children of a process: pid → command line."""
     children = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-            children[int(child)] = command.decode(errors="replace")
+        try:  # a thread, or a child, may end while we look
+            for child in (task / "children").read_text().split():
+                command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+                children[int(child)] = command.decode(errors="replace")
+        except FileNotFoundError:
+            continue
     return children
 
 
