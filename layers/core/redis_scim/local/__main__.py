@@ -8,10 +8,11 @@ import threading
 
 from redis_scim.errors import RedisScimError
 from redis_scim.local.poller import applier_poller
+from redis_scim.local.reconciler_timer import reconciler_timer
 from redis_scim.local.stack import LocalStack, ServiceFactory, StackConfig
 
-# The applier's SQS poller; the reconciler timer is added here as it is built.
-SERVICES: tuple[ServiceFactory, ...] = (applier_poller,)
+# The applier's SQS poller and the reconciler's schedule (every RECONCILE_INTERVAL seconds).
+SERVICES: tuple[ServiceFactory, ...] = (applier_poller, reconciler_timer)
 
 
 def main() -> int:

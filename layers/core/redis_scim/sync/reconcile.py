@@ -638,16 +638,13 @@ class Reconciler:
             present = [acl for acl in before.values() if acl is not None]
             if not present:
                 return Repair(report.target, ghost.username, "none", True, "gone before it was handled")
-            if deleting:
-                target.delete_user(ghost.username)
-            elif all(not acl.enabled for acl in present) and target.verify_revoked(
-                ghost.username, deleted=False
+            if (
+                not deleting
+                and all(not acl.enabled for acl in present)
+                and target.verify_revoked(ghost.username, deleted=False)
             ):
                 return Repair(report.target, ghost.username, "none", True, "already disabled")
-            else:
-                # `off` with its rules kept, so an operator who adopts the user can turn it back on.
-                target.write_user(ghost.username, ghost_disabled_rules(present[0]))
-                target.disconnect_user(ghost.username)
+            _act_on_ghost(target, ghost.username, present[0], deleting=deleting)
             verified = target.verify_revoked(ghost.username, deleted=deleting)
             after = None if deleting else describe_nodes(target.read_users([ghost.username])[ghost.username])
         except Exception as error:
@@ -761,6 +758,22 @@ def publish_metrics(report: ReconcileReport, put: MetricSink) -> None:
             {"target": target_report.target},
         )
     put(MetricName.GHOSTS_FOUND, sum(r.count(Finding.GHOST) for r in reachable), "Count", {})
+
+
+def _act_on_ghost(target: Target, username: str, acl: NodeAcl, *, deleting: bool) -> None:
+    remove_unmanaged = getattr(target, "remove_unmanaged", None)
+    if remove_unmanaged is not None:
+        # ElastiCache acts on a user nobody manages by its user id (docs/elasticache.md): it leaves
+        # the user group, which ends its connections, and is set off, or is deleted.
+        for member in target.list_users():  # type: ignore[attr-defined]
+            if member.username == username:
+                remove_unmanaged(member.user_id, delete=deleting)
+    elif deleting:
+        target.delete_user(username)
+    else:
+        # `off` with its rules kept, so an operator who adopts the user can turn it back on.
+        target.write_user(username, ghost_disabled_rules(acl))
+        target.disconnect_user(username)
 
 
 def ghost_disabled_rules(acl: NodeAcl) -> list[str]:
