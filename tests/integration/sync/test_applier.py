@@ -137,6 +137,19 @@ def test_the_sample_event_parses_into_change_messages() -> None:
     assert changes[0].cause.actor.token_id == "okta-2026-11"
 
 
+def test_the_sample_event_for_unknown_users_succeeds_as_a_no_op(stage: Stage) -> None:
+    event = json.loads((EVENTS / "sqs_change_batch.json").read_text())
+    response = stage.handler.lambda_handler(event, InvocationContext("AclApplierFunction"))
+    assert response == {"batchItemFailures": []}
+
+
+def test_a_malformed_message_fails_alone(stage: Stage) -> None:
+    event = json.loads((EVENTS / "sqs_change_batch.json").read_text())
+    event["Records"][1]["body"] = '{"user_id": 42}'
+    response = stage.handler.lambda_handler(event, InvocationContext("AclApplierFunction"))
+    assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}
+
+
 def test_a_batch_converges_its_users_and_reports_only_the_failed_users_messages(
     stage: Stage, nodes: dict[str, Node]
 ) -> None:
