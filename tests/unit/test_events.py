@@ -41,11 +41,13 @@ CODE_DIRS = {
     "ReconcilerFunction": "reconciler",
 }
 # What each SCIM sample gets from an empty Directory (the PATCH adds a member nobody created: 400
-# invalidValue); a new sample must at least not be a 5xx.
+# invalidValue; the DELETE names a user nobody created: 404); a new sample must not be a 5xx.
 SCIM_STATUS = {
     "scim_get_users": 200,
+    "scim_get_service_provider_config": 200,
     "scim_post_user": 201,
     "scim_patch_group": 400,
+    "scim_delete_user": 404,
     "scim_unauthorized": 401,
 }
 POLICY = """\
