@@ -29,6 +29,7 @@ from redis_scim.targets import Target, TargetUnavailable
 from redis_scim.targets.elasticache import (
     BUSY_RETRY_METRIC,
     QUOTA_EXCEEDED_METRIC,
+    ElastiCacheAcl,
     ElastiCacheTarget,
     UserGroupFull,
     access_string_from_rules,
@@ -144,10 +145,9 @@ def test_the_access_string_is_the_compiled_one_without_reset(policy: Policy) -> 
 
 
 @pytest.mark.parametrize("rule", [">secret-password", "#" + "0" * 64, "nopass", "resetpass", "<old"])
-def test_a_password_never_goes_into_an_access_string(rule: str) -> None:
-    with pytest.raises(errors.InvalidValue) as refused:
-        access_string_from_rules(["reset", "on", rule])
-    assert rule not in refused.value.detail
+def test_credential_rules_never_go_into_an_access_string(rule: str) -> None:
+    # Authentication changes only through AuthenticationMode; an access string never carries it.
+    assert access_string_from_rules(["reset", "on", rule, "+get"]) == "on -@all resetkeys resetchannels +get"
 
 
 def test_what_we_write_and_what_the_engine_reports_compare_equal() -> None:
@@ -656,23 +656,50 @@ def hand_made(elasticache: Any, user_id: str, user_name: str) -> None:
     elasticache.describe_user_groups(UserGroupId="cache-users")
 
 
-def test_ghosts_are_disabled_or_deleted_by_id_and_managed_or_allowed_users_never(
-    target: ElastiCacheTarget, policy: Policy, elasticache: Any, valkey: Valkey
+def test_ghosts_are_disabled_and_deleted_through_the_port_by_their_user_name(
+    target: ElastiCacheTarget,
+    policy: Policy,
+    elasticache: Any,
+    valkey: Valkey,
+    registry: MemoryUserIdRegistry,
 ) -> None:
-    hand_made(elasticache, "ghost-1", "Ghost.One")  # a user name that is not its id
-    hand_made(elasticache, "ghost-2", "ghost-2")
+    # What the reconciler does with `ghosts: disable` / `delete`: the port's calls, by the name
+    # `list_usernames` gave, on users whose id is not derived from their name.
+    hand_made(elasticache, "ghost-1", "Ghost.One")
+    hand_made(elasticache, "ghost-2", "ghost.two")
     live = valkey.login("Ghost.One", "hand-made-password-0123")
-    ghosts = {member.user_id: member for member in target.list_users() if not member.managed}
-    assert ghosts["ghost-1"].username == "Ghost.One"
-    target.remove_unmanaged("ghost-1", delete=False)
+    assert target.list_usernames()[target.node] >= {"Ghost.One", "ghost.two"}
+    before = target.read_users(["Ghost.One"])["Ghost.One"][target.node]
+    assert isinstance(before, ElastiCacheAcl) and before.enabled and before.authentication == "password"
+    target.write_user("Ghost.One", ["off", "nopass", *before.root.rules().split()])
+    target.disconnect_user("Ghost.One")
     with pytest.raises(redis.ConnectionError):
         live.get("k")
-    assert "ghost-1" not in members(elasticache)
-    assert elasticache.describe_users(UserId="ghost-1")["Users"][0]["AccessString"].startswith("off ")
-    target.remove_unmanaged("ghost-2", delete=True)
-    assert target.read_users(["ghost-2"])["ghost-2"] == {target.node: None}
-    target.write_user("alice", rules(policy, "alice", "Cache Readers"))
-    with pytest.raises(errors.InvalidValue, match="is managed"):
-        target.remove_unmanaged("alice", delete=True)
-    with pytest.raises(errors.InvalidUsername, match="protected"):
-        target.remove_unmanaged("cache-users-admin", delete=True)
+    assert target.verify_revoked("Ghost.One", deleted=False)
+    ghost = elasticache.describe_users(UserId="ghost-1")["Users"][0]
+    assert ghost["AccessString"].startswith("off ") and ghost["Authentication"]["Type"] == "password"
+    assert registry.username_of("prod-cache", "ghost-1") is None  # still not ours
+    target.delete_user("ghost.two")
+    assert target.verify_revoked("ghost.two", deleted=True)
+    assert target.read_users(["ghost.two"])["ghost.two"] == {target.node: None}
+
+
+def test_deleting_a_name_never_provisioned_touches_nobody_else(
+    target: ElastiCacheTarget, elasticache: Any
+) -> None:
+    hand_made(elasticache, "other", "someone-else")  # holds the id the name "other" would derive
+    target.delete_user("other")
+    assert "other" in members(elasticache)
+    assert elasticache.describe_users(UserId="other")["Users"][0]["Status"] == "active"
+
+
+def test_a_username_whose_id_a_hand_made_user_holds_is_refused_not_merged(
+    target: ElastiCacheTarget, policy: Policy, elasticache: Any, registry: MemoryUserIdRegistry
+) -> None:
+    hand_made(elasticache, "other", "someone-else")
+    with pytest.raises(errors.InvalidUsername, match="taken by a user redis-scim did not create"):
+        target.write_user("other", rules(policy, "other", "Cache Readers"))
+    assert registry.username_of("prod-cache", "other") is None
+    assert (
+        elasticache.describe_users(UserId="other")["Users"][0]["AccessString"] == "on ~* resetchannels +@all"
+    )

@@ -29,7 +29,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -115,6 +115,9 @@ class _Group:
         return (self.user_ids - self.pending_remove) | self.pending_add
 
 
+_Kind = Literal["managed", "unmanaged", "new"]
+
+
 @dataclass
 class _Planned:
     username: str
@@ -122,6 +125,7 @@ class _Planned:
     desired: ElastiCacheAcl | None  # None: delete
     access_string: str | None
     current: dict[str, Any] | None  # DescribeUsers entry, None when absent
+    kind: _Kind = "managed"  # unmanaged: not created by the system (its authentication is kept)
 
 
 class ElastiCacheTarget:
@@ -192,7 +196,7 @@ class ElastiCacheTarget:
 
     def read_users(self, usernames: Sequence[str]) -> dict[str, dict[str, NodeAcl | None]]:
         group = self._describe_group()
-        ids = {username: derive_user_id(username) for username in usernames}
+        ids = {username: user_id for username, (user_id, _) in self._resolve(usernames, group).items()}
         users = self._describe_users(list(ids.values()))
         result: dict[str, dict[str, NodeAcl | None]] = {}
         for username, user_id in ids.items():
@@ -241,31 +245,6 @@ class ElastiCacheTarget:
             )
         return sorted(found, key=lambda member: member.username)
 
-    def remove_unmanaged(self, user_id: str, *, delete: bool) -> None:
-        """The reconciler's ghost actions on a member the system did not create (`managed` False
-        in `list_users`): take it out of the group (its connections end) and set it `off`, or, when
-        `delete`, DeleteUser. Refuses managed users and allow-listed user names."""
-        if self.user_ids.username_of(self.name, user_id) is not None:
-            raise errors.InvalidValue(
-                f"ElastiCache user {user_id!r} is managed; change it through its username"
-            )
-        user = self._describe_user(user_id)
-        if user is None:
-            return
-        if user["UserName"] in self.config.protected_usernames or user_id in self.config.protected_usernames:
-            raise errors.InvalidUsername(
-                f"{user['UserName']!r} is protected on target {self.name!r}; never changed"
-            )
-        deadline = self._deadline()
-        if user_id in self._wait_for_group(deadline).effective:
-            self._modify_group(add=[], remove=[user_id], deadline=deadline)
-        if delete:
-            self._call("delete_user", deadline, UserId=user_id, tolerate={"UserNotFound"})
-        elif parse_access_string(user.get("AccessString", ""))[0]:
-            off = access_string_from_rules([*split_rules(user.get("AccessString", "")), "off"])
-            self._call("modify_user", deadline, UserId=user_id, AccessString=off)
-        self._wait_settled([user_id], deadline)
-
     # --- writes ------------------------------------------------------------------------------------
 
     def write_user(self, username: str, rules: Sequence[str]) -> None:
@@ -277,8 +256,8 @@ class ElastiCacheTarget:
     def disconnect_user(self, username: str) -> int:
         """ElastiCache has no CLIENT KILL for us: connections end when the user leaves the group.
         Takes it out if it still is a member; returns 1 when it did, else 0."""
-        user_id = derive_user_id(username)
         group = self._wait_for_group(self._deadline())
+        user_id = self._resolve([username], group)[username][0]
         if user_id not in group.effective:
             return 0
         self._modify_group(add=[], remove=[user_id], deadline=self._deadline())
@@ -303,7 +282,9 @@ class ElastiCacheTarget:
             if p.desired is not None and p.desired.member and p.user_id not in members
         ]
         remove = [
-            p.user_id for p in planned if (p.desired is None or not p.desired.member) and p.user_id in members
+            p.user_id
+            for p in planned
+            if p.current is not None and (p.desired is None or not p.desired.member) and p.user_id in members
         ]
         size_after = len(members) + len(add) - len(remove)
         if add and size_after > self.users_per_group:
@@ -336,8 +317,8 @@ class ElastiCacheTarget:
         """True once the user is out of the group for good (no pending addition, the removal
         settled: ElastiCache has then ended its connections) and, when `deleted`, the user is gone
         or being deleted; otherwise it must be `off`."""
-        user_id = derive_user_id(username)
         group = self._describe_group()
+        user_id = self._resolve([username], group)[username][0]
         if user_id in group.user_ids or user_id in group.pending_add:
             return False
         user = self._describe_user(user_id)
@@ -384,10 +365,13 @@ class ElastiCacheTarget:
     # --- internals: planning -------------------------------------------------------------------------
 
     def _plan_all(self, changes: Mapping[str, Sequence[str] | None], deadline: float) -> list[_Planned]:
-        planned = [self._plan(username, rules) for username, rules in changes.items()]
+        resolved = self._resolve(list(changes), self._describe_group())
+        planned = [self._plan(username, rules, *resolved[username]) for username, rules in changes.items()]
         current = self._describe_users([plan.user_id for plan in planned])
         for plan in planned:
             plan.current = current.get(plan.user_id)
+            if plan.kind == "new":
+                self._take_new_id(plan)
             if plan.current is not None and plan.current.get("Status") == "deleting":
                 # Gone for the plan; re-creating it must wait until ElastiCache has let go of the id.
                 plan.current = None
@@ -395,20 +379,56 @@ class ElastiCacheTarget:
                     self._wait_until_deleted(plan.user_id, deadline)
         return planned
 
-    def _plan(self, username: str, rules: Sequence[str] | None) -> _Planned:
+    def _plan(self, username: str, rules: Sequence[str] | None, user_id: str, kind: _Kind) -> _Planned:
         if username in self.config.protected_usernames:
             raise errors.InvalidUsername(f"{username!r} is protected on target {self.name!r}; never changed")
-        if rules is None:
+        desired = self.canonical(rules) if rules is not None else None
+        access_string = access_string_from_rules(rules) if rules is not None else None
+        # `unmanaged`: a user the system did not create (a ghost being disabled or deleted), changed
+        # by its own id, never claimed, its authentication left as it is.
+        return _Planned(username, user_id, desired, access_string, None, kind)
+
+    def _take_new_id(self, plan: _Planned) -> None:
+        """A name not provisioned yet: nothing to delete; to create it, its derived id must be free
+        in ElastiCache (not a user someone made by hand) and is then claimed in the registry."""
+        if plan.desired is None:
+            plan.current = None  # its derived id may be another user's
+            return
+        if plan.current is not None:
+            raise errors.InvalidUsername(
+                f"ElastiCache user id {plan.user_id!r} of username {plan.username!r} is taken by a user "
+                f"redis-scim did not create ({plan.current.get('UserName')!r})"
+            )
+        claim_user_id(self.user_ids, self.name, plan.username)
+
+    def _resolve(self, usernames: Sequence[str], group: _Group) -> dict[str, tuple[str, _Kind]]:
+        """username -> (ElastiCache user id, kind). A managed user is found by its derived id and
+        the registry; any other name is looked up among the group's members by user name (a user
+        added by hand may have any id); a name found nowhere is new, with its derived id."""
+        resolved: dict[str, tuple[str, _Kind]] = {}
+        for username in usernames:
             user_id = derive_user_id(username)
-            owner = self.user_ids.username_of(self.name, user_id)
-            if owner is not None and owner != username:
-                raise errors.InvalidUsername(
-                    f"ElastiCache user {user_id!r} belongs to {owner!r}, not {username!r}: not deleted"
-                )
-            return _Planned(username, user_id, None, None, None)
-        user_id = claim_user_id(self.user_ids, self.name, username)
-        access_string = access_string_from_rules(rules)
-        return _Planned(username, user_id, self.canonical(rules), access_string, None)
+            if self.user_ids.username_of(self.name, user_id) == username:
+                resolved[username] = (user_id, "managed")
+        if len(resolved) < len(usernames):
+            unmanaged = self._unmanaged_members(group)
+            for username in usernames:
+                if username in resolved:
+                    continue
+                if username in unmanaged:
+                    resolved[username] = (unmanaged[username], "unmanaged")
+                else:
+                    resolved[username] = (derive_user_id(username), "new")
+        return resolved
+
+    def _unmanaged_members(self, group: _Group) -> dict[str, str]:
+        """user name -> id of the group's members the registry does not own."""
+        members = self._describe_users(sorted(group.effective))
+        return {
+            user["UserName"]: user_id
+            for user_id, user in members.items()
+            if self.user_ids.username_of(self.name, user_id) is None
+        }
 
     def _wait_until_deleted(self, user_id: str, deadline: float) -> None:
         while self._describe_user(user_id) is not None:
@@ -462,7 +482,7 @@ class ElastiCacheTarget:
             plan.desired.flags,
         ):
             parameters["AccessString"] = plan.access_string
-        if actual.authentication != plan.desired.authentication:
+        if plan.kind != "unmanaged" and actual.authentication != plan.desired.authentication:
             parameters["AuthenticationMode"] = self._authentication(plan)
         if parameters:
             self._call("modify_user", deadline, UserId=plan.user_id, **parameters)
@@ -719,7 +739,8 @@ def access_string_from_rules(rules: Sequence[str]) -> str:
 
     ElastiCache takes neither `reset` (it would wipe the passwords it manages) nor passwords (they
     go through the API), and a string without `on` leaves the user `off`; so `reset` becomes its
-    explicit equivalents, the state is always explicit, and a password rule is a programming error.
+    explicit equivalents, the state is always explicit, and credential rules (`>…`, `#…`, `nopass`,
+    …) are left out: a user's authentication only ever changes through AuthenticationMode.
     """
     state = "off"
     rest: list[str] = []
@@ -729,11 +750,7 @@ def access_string_from_rules(rules: Sequence[str]) -> str:
             continue
         if lowered in ("on", "off"):
             state = lowered
-        elif rule.startswith(_PASSWORD_RULE_PREFIXES) or lowered in _PASSWORD_RULES:
-            raise errors.InvalidValue(
-                "ElastiCache access strings cannot hold passwords; the API manages them"
-            )
-        else:
+        elif not (rule.startswith(_PASSWORD_RULE_PREFIXES) or lowered in _PASSWORD_RULES):
             rest.append(rule)
     return " ".join([state, "-@all", "resetkeys", "resetchannels", *rest])
 
