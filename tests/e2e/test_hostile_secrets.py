@@ -29,7 +29,9 @@ pytestmark = pytest.mark.e2e
 Stack = Any
 StartStack = Callable[..., Stack]
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+AUDIT_WAIT_SECONDS = 60
 CLI = Path(sys.executable).with_name("redis-scim")
 
 
@@ -67,15 +69,29 @@ def everything_stored(stack: Stack) -> dict[str, str]:
         stored[f"table {table}"] = json.dumps(items)
     sqs = aws_client(stack, "sqs")
     for url in sqs.list_queues().get("QueueUrls", []):
-        bodies: dict[str, str] = {}
-        # Peek: a zero visibility timeout leaves each message where it was.
-        for _ in range(5):
-            for message in sqs.receive_message(
-                QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, AttributeNames=["All"]
-            ).get("Messages", []):
-                bodies[message["MessageId"]] = message["Body"]
+        # Peek once: a zero visibility timeout leaves each message where it was, and a single
+        # receive keeps the peeks far from the queue's maxReceiveCount (the applier consumes it too).
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+        bodies = {message["MessageId"]: message["Body"] for message in messages.get("Messages", [])}
         stored[f"queue {url}"] = json.dumps(bodies)
     return stored
+
+
+def wait_for_audit(stack: Stack, table: str, user_id: str, action: str) -> list[str]:
+    """The user's audit actions in order, once the applier has recorded `action` (bounded wait)."""
+    dynamodb = aws_client(stack, "dynamodb")
+    deadline = time.monotonic() + AUDIT_WAIT_SECONDS
+    while True:
+        items = [
+            item
+            for page in dynamodb.get_paginator("scan").paginate(TableName=table)
+            for item in page["Items"]
+            if item.get("user_id", {}).get("S") == user_id
+        ]
+        actions = [item["action"]["S"] for item in sorted(items, key=lambda item: int(item["seq"]["N"]))]
+        if action in actions or time.monotonic() > deadline:
+            return actions
+        time.sleep(0.5)
 
 
 def test_a_full_lifecycle_leaves_no_password_or_token_behind(start_stack: StartStack) -> None:
@@ -95,6 +111,15 @@ def test_a_full_lifecycle_leaves_no_password_or_token_behind(start_stack: StartS
         assert response.status_code == 201, response.text
         user_id = response.json()["id"]
         assert "password" not in response.text
+        # A reader in the example policy: the applier creates its Redis user with the password hash,
+        # so the audit trail records every step of the lifecycle.
+        group = scim.post(
+            "/Groups",
+            json={"schemas": [GROUP_SCHEMA], "displayName": "Cache Readers", "members": [{"value": user_id}]},
+        )
+        assert group.status_code == 201, group.text
+        # A request with a wrong token: its rejection is logged, so the function's logs are captured.
+        assert scim.get("/Users", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
 
         def patch(*operations: dict[str, Any]) -> None:
             reply = scim.patch(
@@ -126,10 +151,16 @@ def test_a_full_lifecycle_leaves_no_password_or_token_behind(start_stack: StartS
     (idp,) = [row for row in json.loads(listing.stdout) if row["id"] == "idp"]
     assert idp["last_used"] is not None and idp["state"] == "live"
 
-    time.sleep(0.5)  # let the last log lines reach the reader
+    audit_table = next(
+        name for name in aws_client(stack, "dynamodb").list_tables()["TableNames"] if "audit" in name
+    )
+    actions = wait_for_audit(stack, audit_table, user_id, "delete")
+    assert actions[0] == "create" and actions[-1] == "delete", actions
     stored = everything_stored(stack)
     assert len([where for where in stored if where.startswith("table ")]) >= 2  # Directory and Audit
     logs = stack.text()
+    assert "SCIM request rejected: no valid bearer token" in logs
+    assert f'"user_id":"{user_id}"' in logs.replace(" ", "")  # the applier's and the audit's log lines
     forbidden = {
         "the first password": first_password,
         "the second password": second_password,
