@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from typing import Any
 
@@ -524,3 +525,26 @@ def test_local_tables_and_queues_match_the_template(
                 redrive = json.loads(actual["RedrivePolicy"])
                 assert redrive["maxReceiveCount"] == template["Parameters"]["MaxReceiveCount"]["Default"]
                 assert redrive["deadLetterTargetArn"].endswith(":drift-check-changes-dlq.fifo")
+
+
+# --- samconfig.toml -------------------------------------------------------------------------------
+
+
+def test_samconfig_environments_set_only_parameters_the_template_accepts(template: dict[str, Any]) -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert {"dev", "prod"} <= set(config)
+    for environment in ("dev", "prod"):
+        deploy = config[environment]["deploy"]["parameters"]
+        assert deploy["capabilities"] == "CAPABILITY_IAM"  # the roles are unnamed
+        for assignment in deploy["parameter_overrides"].split():
+            name, _, value = assignment.partition("=")
+            spec = template["Parameters"].get(name)
+            assert spec is not None, f"{environment}: no parameter {name}"
+            if "AllowedValues" in spec:
+                assert value in map(str, spec["AllowedValues"]), (environment, name)
+            if "MinValue" in spec:
+                upper = spec.get("MaxValue", float("inf"))
+                assert spec["MinValue"] <= float(value) <= upper, (environment, name)
+            if "AllowedPattern" in spec:
+                assert re.fullmatch(spec["AllowedPattern"], value), (environment, name)
+    assert config["prod"]["deploy"]["parameters"]["confirm_changeset"] is True
