@@ -1,21 +1,19 @@
-"""Benchmark: cold import of the SCIM handler, and handler CPU per POST/GET/PATCH User.
+"""Handler CPU per POST/GET/PATCH User: ours against scim2-server's, same requests, same process.
 
-Runs our `ScimHandler` over `MemoryDirectory` (no AWS I/O) and scim2-server's `ScimHandler` over
-its `InMemoryStorage`, same requests, same process, and prints one JSON object.
-Usage: .venv/bin/python bench/scim_cpu.py [requests per operation, default 2000]
+Our `ScimHandler` runs over `MemoryDirectory` (the Directory port without AWS I/O) and
+scim2-server's `ScimHandler` over its `InMemoryStorage`; each operation is timed with
+`process_time` over N requests (2,000; 300 in quick mode) and reported in ms per request.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
-import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from bench._common import QUICK, report
 
 BASE_URL = "https://api.example/prod/scim/v2"
 HEADERS = {"content-type": "application/scim+json"}
@@ -46,24 +44,6 @@ PATCH_BODY = json.dumps(
 ).encode()
 
 
-def cold_import(statement: str, runs: int = 5) -> dict[str, float]:
-    """Median wall and CPU seconds of a fresh interpreter running `statement` (bytecode compiled).
-
-    CPU (user + system of the child) is the figure to compare when the machine is busy.
-    """
-    command = [sys.executable, "-c", statement]
-    subprocess.run(command, check=True)  # noqa: S603 - our own interpreter and fixed statements
-    walls, cpus = [], []
-    for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        subprocess.run(command, check=True)  # noqa: S603
-        walls.append(time.perf_counter() - started)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return {"wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus)}
-
-
 def cpu_per_call(calls: int, run: Callable[[int], Any]) -> float:
     started = time.process_time()
     for index in range(calls):
@@ -85,9 +65,9 @@ def user_operations(calls: int, request: Callable[[str, str, bytes | None], Any]
         request("PATCH", f"/Users/{ids[index]}", PATCH_BODY)
 
     return {
-        "post_user_ms": cpu_per_call(calls, post) * 1000,
-        "get_user_ms": cpu_per_call(calls, get) * 1000,
-        "patch_user_ms": cpu_per_call(calls, patch) * 1000,
+        "post": round(cpu_per_call(calls, post) * 1000, 3),
+        "get": round(cpu_per_call(calls, get) * 1000, 3),
+        "patch": round(cpu_per_call(calls, patch) * 1000, 3),
     }
 
 
@@ -126,23 +106,16 @@ def bench_scim2_server(calls: int) -> dict[str, float]:
 
 
 def main() -> None:
-    calls = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    result = {
-        "python": sys.version.split()[0],
-        "requests_per_operation": calls,
-        "cold_import": {
-            "interpreter_baseline": cold_import("pass"),
-            "redis_scim.scim.handler": cold_import("import redis_scim.scim.handler"),
-            "scim2_server_stack": cold_import(
-                "import scim2_server.handler, scim2_server.service, scim2_server.memory"
-            ),
-        },
-        "cpu_per_request": {
-            "redis_scim_memory_directory": bench_ours(calls),
-            "scim2_server_in_memory": bench_scim2_server(calls),
-        },
-    }
-    print(json.dumps(result, indent=2))
+    calls = 300 if QUICK else 2000
+    ours, theirs = bench_ours(calls), bench_scim2_server(calls)
+    report(
+        {
+            "scim_cpu_ms": ours,
+            "scim2_server_cpu_ms": theirs,
+            "scim_cpu_ratio": {op: round(ours[op] / theirs[op], 2) for op in ours},
+            "scim_cpu_requests": calls,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""Cold import of each Lambda function's module, against a floor that imports only boto3 and powertools.
+
+Each figure is the median of fresh interpreters (one warm-up run first, so bytecode is compiled, as
+it is in the deployed artifact) running `import app` in `functions/<name>/` — what Lambda's init
+does — with the environment template.yaml gives the function. AWS_ENDPOINT_URL points at a closed
+local port: no function makes an AWS call at import, and one that did would fail here rather than
+reach AWS. The figure is the child's CPU time (user + system), which a busy machine inflates far
+less than wall time; wall time is reported beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench._common import QUICK, report
+
+ROOT = Path(__file__).resolve().parents[1]
+FUNCTIONS = ("scim_api", "acl_applier", "reconciler")
+BASELINE = "import boto3\nfrom aws_lambda_powertools import Logger, Metrics, Tracer"
+ENVIRONMENT = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # discard port: nothing listens
+    "DIRECTORY_TABLE": "bench-directory",
+    "AUDIT_TABLE": "bench-audit",
+    "CHANGE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/bench.fifo",
+    "TOKEN_SECRET_ID": "bench/scim-tokens",
+    "POLICY": str(ROOT / "examples" / "policy.yaml"),
+    "REDIS_URL": "redis://127.0.0.1:9",
+    "POWERTOOLS_SERVICE_NAME": "bench",
+    "POWERTOOLS_METRICS_NAMESPACE": "Bench",
+}
+
+
+def cold_import(statement: str, cwd: Path, runs: int) -> tuple[float, float]:
+    """Median (CPU ms, wall ms) of `runs` fresh interpreters running `statement` in `cwd`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "POWERTOOLS_"))}
+    env.update(ENVIRONMENT)
+    command = [sys.executable, "-c", statement]
+    subprocess.run(command, cwd=cwd, env=env, check=True)  # noqa: S603 - our interpreter, fixed statements
+    cpus, walls = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        subprocess.run(command, cwd=cwd, env=env, check=True)  # noqa: S603
+        walls.append((time.perf_counter() - started) * 1000)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000)
+    return statistics.median(cpus), statistics.median(walls)
+
+
+def main() -> None:
+    runs = 3 if QUICK else 5
+    cpu: dict[str, float] = {}
+    wall: dict[str, float] = {}
+    for name in FUNCTIONS:
+        cpu[name], wall[name] = cold_import("import app", ROOT / "functions" / name, runs)
+    cpu["baseline"], wall["baseline"] = cold_import(BASELINE, ROOT, runs)
+    cpu["interpreter"], wall["interpreter"] = cold_import("pass", ROOT, runs)
+    report(
+        {
+            "import_ms": {key: round(value) for key, value in cpu.items()},
+            "import_wall_ms": {key: round(value) for key, value in wall.items()},
+            "import_ms_above_baseline": {name: round(cpu[name] - cpu["baseline"]) for name in FUNCTIONS},
+            "import_runs": runs,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
