@@ -703,3 +703,17 @@ def test_a_username_whose_id_a_hand_made_user_holds_is_refused_not_merged(
     assert (
         elasticache.describe_users(UserId="other")["Users"][0]["AccessString"] == "on ~* resetchannels +@all"
     )
+
+
+def test_a_hand_made_user_is_never_given_rights_only_revoked(
+    target: ElastiCacheTarget, policy: Policy, elasticache: Any
+) -> None:
+    hand_made(elasticache, "hand-made-alice", "alice")  # a ghost with the name a SCIM user now wants
+    with pytest.raises(errors.InvalidUsername, match="never given rights"):
+        target.write_user("alice", rules(policy, "alice", "Cache Readers"))
+    assert (
+        elasticache.describe_users(UserId="hand-made-alice")["Users"][0]["AccessString"]
+        == "on ~* resetchannels +@all"
+    )
+    target.write_user("alice", rules(policy, "alice", "Cache Readers", active=False))
+    assert "hand-made-alice" not in members(elasticache)

@@ -384,8 +384,14 @@ class ElastiCacheTarget:
             raise errors.InvalidUsername(f"{username!r} is protected on target {self.name!r}; never changed")
         desired = self.canonical(rules) if rules is not None else None
         access_string = access_string_from_rules(rules) if rules is not None else None
-        # `unmanaged`: a user the system did not create (a ghost being disabled or deleted), changed
-        # by its own id, never claimed, its authentication left as it is.
+        if kind == "unmanaged" and desired is not None and desired.enabled:
+            # Revoking a user the system did not create is always allowed (ghosts); granting
+            # through it never: its credentials belong to whoever made it.
+            raise errors.InvalidUsername(
+                f"{username!r} on target {self.name!r} is a user redis-scim did not create ({user_id}); "
+                "it is never given rights"
+            )
+        # `unmanaged`: changed by its own id, never claimed, its authentication left as it is.
         return _Planned(username, user_id, desired, access_string, None, kind)
 
     def _take_new_id(self, plan: _Planned) -> None:
@@ -410,25 +416,17 @@ class ElastiCacheTarget:
             user_id = derive_user_id(username)
             if self.user_ids.username_of(self.name, user_id) == username:
                 resolved[username] = (user_id, "managed")
-        if len(resolved) < len(usernames):
-            unmanaged = self._unmanaged_members(group)
-            for username in usernames:
-                if username in resolved:
-                    continue
-                if username in unmanaged:
-                    resolved[username] = (unmanaged[username], "unmanaged")
+        unresolved = [username for username in usernames if username not in resolved]
+        if unresolved:
+            members = self._describe_users(sorted(group.effective))
+            by_name = {user["UserName"]: user_id for user_id, user in members.items()}
+            for username in unresolved:
+                found = by_name.get(username)
+                if found is not None and self.user_ids.username_of(self.name, found) is None:
+                    resolved[username] = (found, "unmanaged")
                 else:
                     resolved[username] = (derive_user_id(username), "new")
         return resolved
-
-    def _unmanaged_members(self, group: _Group) -> dict[str, str]:
-        """user name -> id of the group's members the registry does not own."""
-        members = self._describe_users(sorted(group.effective))
-        return {
-            user["UserName"]: user_id
-            for user_id, user in members.items()
-            if self.user_ids.username_of(self.name, user_id) is None
-        }
 
     def _wait_until_deleted(self, user_id: str, deadline: float) -> None:
         while self._describe_user(user_id) is not None:
