@@ -7,6 +7,8 @@ import json
 import logging
 from typing import Any
 
+import pytest
+
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 
@@ -123,6 +125,32 @@ def test_entra_bare_string_manager_is_normalised(scim):
     response = scim.post("/Users", body)
     assert response.status == 201
     assert response.body[ENTERPRISE]["manager"] == {"value": "manager-id"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [{"$ref": None, "value": "boss-id"}],  # Entra tutorial's SDK example: an array with $ref
+        "boss-id",  # field report: a bare id
+        {"value": "boss-id", "$ref": None},
+    ],
+)
+@pytest.mark.parametrize("op", ["Add", "Replace"])
+def test_entra_manager_patch_forms_are_normalised(scim, op, value):
+    created = create(scim)
+    operation = {"op": op, "path": f"{ENTERPRISE}:manager", "value": value}
+    response = scim.patch(f"/Users/{created['id']}", [operation])
+    assert response.status == 200, response.body
+    assert response.body[ENTERPRISE]["manager"] == {"value": "boss-id"}
+
+
+def test_manager_array_of_two_is_refused(scim, directory):
+    created = create(scim)
+    two = [{"value": "a"}, {"value": "b"}]
+    operation = {"op": "Add", "path": f"{ENTERPRISE}:manager", "value": two}
+    response = scim.patch(f"/Users/{created['id']}", [operation])
+    assert response.status == 400 and response.body["scimType"] == "invalidValue"
+    assert directory.get_user(created["id"]).version == int(created["meta"]["version"].split('"')[1])
 
 
 def test_duplicate_username_is_409_uniqueness_case_insensitively(scim):

@@ -31,6 +31,7 @@ from redis_scim.scim.resources import (
     UserModel,
     check_body_id,
     library_error,
+    manager_value,
     members_from_value,
     normalise_manager,
     pop_attribute,
@@ -134,8 +135,8 @@ def patch_user(model: Any, body: Any) -> UserPatchResult:
             password_changed = True
             password = None if operation["op"] == "remove" else operation.get("value")
             continue
-        if bare.lower() == f"{ENTERPRISE_SCHEMA}:manager".lower() and isinstance(operation.get("value"), str):
-            operation = {**operation, "value": {"value": operation["value"]}}
+        if bare.lower() == f"{ENTERPRISE_SCHEMA}:manager".lower() and "value" in operation:
+            operation = {**operation, "value": manager_value(operation["value"])}
         operations.append(operation)
     if password is not None and not isinstance(password, str):
         raise errors.InvalidValue("'password' must be a string")
@@ -149,8 +150,8 @@ def _normalise_manager_keys(value: dict[str, Any]) -> dict[str, Any]:
     manager_key = f"{ENTERPRISE_SCHEMA}:manager".lower()
     result = {}
     for key, item in value.items():
-        if key.lower() == manager_key and isinstance(item, str):
-            item = {"value": item}
+        if key.lower() == manager_key:
+            item = manager_value(item)
         elif key.lower() == ENTERPRISE_SCHEMA.lower():
             item = normalise_manager(item)
         result[key] = item

@@ -115,13 +115,24 @@ def drop_nulls(value: Any) -> Any:
     return value
 
 
+def manager_value(item: Any) -> Any:
+    """The enterprise `manager` as the schema wants it, `{"value": id}`. Entra sends a bare id
+    string, and its tutorial's SDK example a one-element array `[{"$ref": null, "value": id}]`."""
+    if isinstance(item, str):
+        return {"value": item}
+    if isinstance(item, list) and len(item) == 1:
+        item = item[0]
+    if isinstance(item, dict):
+        return {key: value for key, value in item.items() if value is not None}
+    return item
+
+
 def normalise_manager(extension: Any) -> Any:
-    """Entra sends the enterprise `manager` as a bare id string; the schema wants `{"value": id}`."""
+    """The extension object with its `manager` normalised by `manager_value`."""
     if isinstance(extension, dict):
         for key, item in extension.items():
-            if key.lower() == "manager" and isinstance(item, str):
-                extension = {**extension, key: {"value": item}}
-                break
+            if key.lower() == "manager":
+                return {**extension, key: manager_value(item)}
     return extension
 
 
