@@ -3,6 +3,7 @@ by the API, "last used" recorded at most once per interval without the token, an
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from redis_scim.auth import (
     parse_duration,
     parse_token_list,
 )
+from redis_scim.auth import tokens as tokens_module
 from redis_scim.auth.usage import DynamoTokenUsage
 from redis_scim.directory.memory import ListFeed, MemoryDirectory
 from redis_scim.local.resources import create_resources
@@ -342,3 +344,24 @@ def test_a_failed_usage_write_never_refuses_the_request(
     assert api(event(token))["statusCode"] == 200
     assert "cannot record the use of token okta" in caplog.text
     assert token not in caplog.text
+
+
+def test_every_request_compares_against_every_entry_with_compare_digest(
+    aws: boto3.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = ["token-one-0123456789", "token-two-0123456789", "token-three-0123456789"]
+    store_entries(aws, [TokenEntry.for_token(token, token_id=f"t{n}") for n, token in enumerate(tokens)])
+    api = api_with_usage(aws, aws.client("dynamodb"), RecordingMetrics(), [datetime.now(UTC)])
+    compared: list[str] = []
+    compare_digest = hmac.compare_digest
+
+    def counting_compare_digest(presented: str, stored: str) -> bool:
+        compared.append(stored)
+        return compare_digest(presented, stored)
+
+    monkeypatch.setattr(tokens_module.hmac, "compare_digest", counting_compare_digest)
+    for presented, status in [(tokens[0], 200), (tokens[2], 200), ("not-a-token-0123456789", 401)]:
+        compared.clear()
+        assert api(event(presented))["statusCode"] == status
+        # The full adapter path: one constant-time comparison per stored entry, hit or miss.
+        assert compared == [hash_token(token) for token in tokens]
