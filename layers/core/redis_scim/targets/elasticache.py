@@ -9,13 +9,16 @@ deactivate = remove from the group (ElastiCache drops the user's live connection
 Coalescing: `apply_batch` applies many users' changes with one ModifyUserGroup (adds and removes
 together); the single-user `Target` calls are one-element batches. Before it, membership is read,
 so a removal never names a non-member (that would reject the whole request), and the group's
-capacity is checked, so a full group fails the batch before anything is created (never a partial
-apply). Users and groups pass through `creating`/`modifying`/`deleting`; a call refused with
+capacity is checked: additions that do not fit get no user at all (no user is ever half-applied),
+the batch's revocations still go through, and `UserGroupFull` names who was not applied.
+Users and groups pass through `creating`/`modifying`/`deleting`; a call refused with
 InvalidUserState/InvalidUserGroupState is retried until the time budget ends, then
 `TargetUnavailable` is raised and the message is left to SQS.
 
 Names: every managed user's ElastiCache id *and* user name is the id `elasticache_ids` derives from
-the username (IAM needs id == name), recorded in the user-id registry. Authentication: `iam` (no
+the username (IAM needs id == name), recorded in the user-id registry. A name the registry does not
+own is looked up among the group's members by user name: such a hand-made user can be revoked
+through the port (the reconciler's ghost actions), never given rights. Authentication: `iam` (no
 password exists) or `password` (a generated password kept in a per-user Secrets Manager secret,
 tagged with the SCIM id; `rotate_password` uses ElastiCache's two-password overlap).
 """
