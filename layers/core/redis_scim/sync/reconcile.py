@@ -42,7 +42,7 @@ from redis_scim.targets import NodeAcl, Target, TargetUnavailable
 
 RECONCILER = "reconciler"  # the audit cause's operation, and the actor
 GHOST_USER_PREFIX = "ghost:"  # audit records of a ghost are chained under "ghost:<target>:<username>"
-PAGE_SIZE = 1000  # Directory records per page
+PAGE_SIZE = 5000  # Directory records per page
 RING = 2**32  # positions of usernames on the rules-reading ring (CRC-32)
 
 Progress = Callable[[int, int, str], None]  # (done, total, what) for long runs
@@ -199,13 +199,22 @@ class ReconcileSettings:
         )
 
 
+@dataclass
+class _Compiled:
+    """A user's desired ACL on one target at one Directory version, kept between runs (a warm
+    Lambda recompiles only users whose version changed). `acl` is computed when first compared."""
+
+    version: int
+    desired: DesiredAcl | None
+    acl: NodeAcl | None = None
+
+
 @dataclass(frozen=True)
 class _Wanted:
-    """A desired username on one target (kept small: 100,000 of them live at once)."""
+    """A desired username on one target in this run."""
 
     user_id: str
-    desired: DesiredAcl
-    acl: NodeAcl  # its normalized form, interned
+    compiled: _Compiled
     recent: bool  # changed recently or pending: its rules are read every run
 
 
@@ -232,6 +241,8 @@ class Reconciler:
         self.settings = settings or ReconcileSettings()
         self.logger = logger or logging.getLogger(__name__)
         self.clock = clock
+        self._compiled: dict[str, dict[str, _Compiled]] = {}  # target -> user id -> compiled
+        self._ring_position: dict[str, int] = {}  # target -> where the next run reads rules from
 
     @property
     def policy(self) -> Policy:
@@ -334,21 +345,26 @@ class Reconciler:
         to reject when it converges the user; here a name another user still holds stays that
         user's (it is stale if that user no longer wants it), otherwise the first user keeps it."""
         recent_since = _iso(self.clock() - timedelta(seconds=self.settings.recent_seconds))
-        interned: dict[NodeAcl, NodeAcl] = {}
+        previous = self._compiled.get(target_name, {})
+        compiled: dict[str, _Compiled] = {}
         wanted: dict[str, _Wanted] = {}
         for record, groups in snapshot.users:
-            try:
-                desired = compile_user(self.policy, target_name, record, groups)
-            except errors.InvalidUsername:
-                continue
+            entry = previous.get(record.id)
+            if entry is None or entry.version != record.version:
+                try:
+                    entry = _Compiled(record.version, compile_user(self.policy, target_name, record, groups))
+                except errors.InvalidUsername:
+                    entry = _Compiled(record.version, None)
+            compiled[record.id] = entry
+            desired = entry.desired
             if desired is None or desired.username in wanted:
                 continue
             owner = owners.get(desired.username)
             if owner is not None and not owner.released and owner.user_id != record.id:
                 continue
-            acl = target.canonical(desired.setuser_rules())
             recent = record.last_modified >= recent_since or record.id in snapshot.pending
-            wanted[desired.username] = _Wanted(record.id, desired, interned.setdefault(acl, acl), recent)
+            wanted[desired.username] = _Wanted(record.id, entry, recent)
+        self._compiled[target_name] = compiled
         return wanted
 
     # --- plan --------------------------------------------------------------------------------------
@@ -455,19 +471,25 @@ class Reconciler:
         progress: Progress | None,
     ) -> None:
         """Read and compare the rules of the recently changed names and of a slice of the ring."""
-        order, recent = self._reading_order(eligible, wanted, all_rules=all_rules)
+        order, recent, ring = self._reading_order(report.target, eligible, wanted, all_rules=all_rules)
         budget = None if all_rules else self.settings.rules_budget_seconds
         nodes = report.nodes
+        interned: dict[NodeAcl, NodeAcl] = {}
         for username, per_node in self._read_rules(target, order, recent, budget, progress, report.target):
             report.rules_read += 1
             entry = wanted[username]
+            compiled = entry.compiled
+            assert compiled.desired is not None
+            if compiled.acl is None:
+                acl = target.canonical(compiled.desired.setuser_rules())
+                compiled.acl = interned.setdefault(acl, acl)
             step = plan_target(
                 target=report.target,
                 user_id=entry.user_id,
                 user_version=0,
                 nodes=nodes,
-                desired=entry.desired,
-                desired_acl=entry.acl,
+                desired=compiled.desired,
+                desired_acl=compiled.acl,
                 held=(),
                 actual={username: per_node},
                 stale_reason="",
@@ -482,27 +504,34 @@ class Reconciler:
             elif step.drift is Drift.MISSING:
                 finding, detail = Finding.MISSING, "deleted since ACL USERS"
             else:
-                finding, detail = Finding.DRIFTED, _drift_detail(per_node, entry.acl)
+                finding, detail = Finding.DRIFTED, _drift_detail(per_node, compiled.acl)
             report.discrepancies.append(
                 Discrepancy(report.target, username, finding, entry.user_id, detail, present)
             )
+        ring_read = report.rules_read - recent
+        if 0 < ring_read < len(ring):
+            self._ring_position[report.target] = ring[ring_read]
 
     def _reading_order(
-        self, eligible: list[str], wanted: Mapping[str, _Wanted], *, all_rules: bool
-    ) -> tuple[list[str], int]:
-        """Recently changed names first (and how many), then the ring from the clock's position on."""
+        self, target_name: str, eligible: list[str], wanted: Mapping[str, _Wanted], *, all_rules: bool
+    ) -> tuple[list[str], int, list[int]]:
+        """Recently changed names first, then the ring from where the previous run stopped (or,
+        after a cold start, from a position the clock turns once per cycle). Returns the order,
+        how many recent names lead it, and the ring positions of the names after them."""
         recent = [name for name in eligible if wanted[name].recent]
         ring = sorted(
             (zlib.crc32(name.encode("utf-8", "surrogateescape")), name)
             for name in eligible
             if not wanted[name].recent
         )
-        if all_rules or not ring:
-            return recent + [name for _, name in ring], len(recent)
-        cycle = self.settings.rules_cycle_seconds
-        position = int((self.clock().timestamp() % cycle) / cycle * RING)
-        start = bisect_left(ring, (position, ""))
-        return recent + [name for _, name in ring[start:]] + [name for _, name in ring[:start]], len(recent)
+        if not all_rules and ring:
+            cycle = self.settings.rules_cycle_seconds
+            position = self._ring_position.get(target_name)
+            if position is None:
+                position = int((self.clock().timestamp() % cycle) / cycle * RING)
+            start = bisect_left(ring, (position, ""))
+            ring = ring[start:] + ring[:start]
+        return recent + [name for _, name in ring], len(recent), [position for position, _ in ring]
 
     def _read_rules(
         self,
