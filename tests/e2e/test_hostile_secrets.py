@@ -175,3 +175,27 @@ def test_a_full_lifecycle_leaves_no_password_or_token_behind(start_stack: StartS
     for where, text in stored.items():
         if "directory" not in where:
             assert sha256(second_password) not in text, where
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("RUN_SLOW") != "1", reason="set RUN_SLOW=1 (waits out the 60 s token cache)"
+)
+def test_a_revoked_token_is_refused_by_the_running_stack_within_a_minute(start_stack: StartStack) -> None:
+    stack = start_stack()
+    created = redis_scim(stack, "token", "create", "--id", "to-revoke")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{stack.base_url}/ServiceProviderConfig", headers=headers).status_code == 200
+    revoked = redis_scim(stack, "token", "revoke", "to-revoke")
+    assert revoked.returncode == 0, revoked.stderr
+    started = time.monotonic()
+    while httpx.get(f"{stack.base_url}/ServiceProviderConfig", headers=headers).status_code == 200:
+        assert time.monotonic() - started < 75, "the revoked token still works after the cache's minute"
+        time.sleep(2)
+    refused = httpx.get(f"{stack.base_url}/ServiceProviderConfig", headers=headers)
+    assert refused.status_code == 401 and 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+    time.sleep(0.5)
+    assert '"reason":"revoked"' in stack.text().replace(" ", "")
+    assert token not in stack.text()
