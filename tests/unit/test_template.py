@@ -548,3 +548,21 @@ def test_samconfig_environments_set_only_parameters_the_template_accepts(templat
             if "AllowedPattern" in spec:
                 assert re.fullmatch(spec["AllowedPattern"], value), (environment, name)
     assert config["prod"]["deploy"]["parameters"]["confirm_changeset"] is True
+
+
+def test_saved_queries_read_fields_the_code_logs(template: dict[str, Any]) -> None:
+    """The top-level fields of the auth-failure and ghost queries are `extra` keys of those log calls."""
+    queries = {
+        "AuthenticationFailuresQuery": (
+            CORE / "apigateway.py", ("reason", "token_id", "source_ip", "user_agent")
+        ),
+        "GhostFindingsQuery": (
+            CORE / "sync" / "reconcile.py", ("target", "redis_username", "ghosts", "nodes")
+        ),
+    }
+    for name, (source, fields) in queries.items():
+        text = template["Resources"][name]["Properties"]["QueryString"]
+        code = source.read_text()
+        for field in fields:
+            assert re.search(rf"(?<![.\w]){field}\b", text), f"{name} does not read {field}"
+            assert f'"{field}":' in code, f"{name}: {source.name} logs no field {field}"
