@@ -140,23 +140,22 @@ def format_time(moment: datetime) -> str:
 
 
 def find_secrets(entry: AuditEntry) -> list[str]:
-    """Names of the entry's fields that look like they carry a password or a password hash."""
+    """Names of the entry's ACL fields that look like they carry a password or a password hash.
+
+    Only the fields built from ACL rules and server replies are checked. Identifiers (userName,
+    Redis username, target, request id, user agent) are recorded as the client sent them: they
+    never come from a credential, and refusing an odd-looking identifier would make that user's
+    changes unauditable and retry them until the dead-letter queue.
+    """
     texts: dict[str, str | None] = {
         "acl_before": entry.acl_before,
         "acl_after": entry.acl_after,
         "reason": entry.reason,
-        "user_name": entry.user_name,
-        "redis_username": entry.redis_username,
-        "target": entry.target,
-        "cause.operation": entry.cause.operation,
-        "cause.request_id": entry.cause.request_id,
-        "cause.actor.user_agent": entry.cause.actor.user_agent,
     }
-    acl_texts = {"acl_before", "acl_after", "reason"}
     return [
         name
         for name, text in texts.items()
-        if text and (_PASSWORD_HASH.search(text) or (name in acl_texts and _PASSWORD_RULE.search(text)))
+        if text and (_PASSWORD_HASH.search(text) or _PASSWORD_RULE.search(text))
     ]
 
 
