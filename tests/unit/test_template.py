@@ -243,6 +243,29 @@ def test_tables_keep_their_data(template: dict[str, Any]) -> None:
     assert key["Properties"]["EnableKeyRotation"] is True
 
 
+def test_queues_and_the_token_secret_use_the_stack_key(template: dict[str, Any]) -> None:
+    for name, queue in resources_of(template, "AWS::SQS::Queue").items():
+        assert queue["Properties"]["KmsMasterKeyId"] == {"Ref": "DataKey"}, name
+    assert template["Resources"]["ScimTokenSecret"]["Properties"]["KmsKeyId"] == {"Ref": "DataKey"}
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("", True),
+        ("203.0.113.0/24", True),
+        ("203.0.113.0/24,2001:db8::/32", True),
+        ("203.0.113.0/24, 198.51.100.0/24", False),  # a space would become part of a CIDR
+        ("203.0.113.0/24;198.51.100.0/24", False),
+    ],
+)
+def test_the_allow_list_parameter_takes_comma_separated_cidrs(
+    template: dict[str, Any], value: str, accepted: bool
+) -> None:
+    pattern = template["Parameters"]["IdpAllowedCidrs"]["AllowedPattern"]
+    assert (re.fullmatch(pattern, value) is not None) is accepted
+
+
 def test_audit_retention_reaches_the_writer(template: dict[str, Any]) -> None:
     assert template["Resources"]["AuditTable"]["Properties"]["TimeToLiveSpecification"] == {
         "AttributeName": "expires_at",
