@@ -24,7 +24,7 @@ import uuid
 import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -42,7 +42,6 @@ from redis_scim.targets import NodeAcl, Target, TargetUnavailable
 
 RECONCILER = "reconciler"  # the audit cause's operation, and the actor
 GHOST_USER_PREFIX = "ghost:"  # audit records of a ghost are chained under "ghost:<target>:<username>"
-PAGE_SIZE = 5000  # Directory records per page
 RING = 2**32  # positions of usernames on the rules-reading ring (CRC-32)
 
 Progress = Callable[[int, int, str], None]  # (done, total, what) for long runs
@@ -305,6 +304,12 @@ class Reconciler:
     # --- the desired side --------------------------------------------------------------------------
 
     def _directory_snapshot(self) -> _DirectorySnapshot:
+        """One pass over the groups, the members of the mapped ones, and one over the users.
+
+        Each listing is a single search whose predicate collects and returns False: the Directory
+        streams every record through it (DynamoDB: one index query, then batches of items) without
+        building a page, where paging would re-read the index once per page.
+        """
         directory = self.engine.directory
         mapped = {
             key
@@ -312,29 +317,29 @@ class Reconciler:
             for key, roles in self.policy.group_roles(name).items()
             if roles
         }
-        memberships: dict[str, list[str]] = {}
-        for group in _pages(
-            lambda start: directory.search_groups(
-                lookup=None, predicate=None, start_index=start, count=PAGE_SIZE
-            )
-        ):
+        mapped_groups: list[tuple[str, str]] = []
+
+        def collect_group(group: Any) -> bool:
             if group_key(group.display_name) in mapped:
-                for member in directory.group_members(group.id):
-                    memberships.setdefault(member.value, []).append(group.display_name)
+                mapped_groups.append((group.id, group.display_name))
+            return False
+
+        directory.search_groups(lookup=None, predicate=collect_group, start_index=1, count=0)
+        memberships: dict[str, list[str]] = {}
+        for group_id, display_name in mapped_groups:
+            for member in directory.group_members(group_id):
+                memberships.setdefault(member.value, []).append(display_name)
         interned: dict[tuple[str, ...], tuple[str, ...]] = {}
         users: list[tuple[UserRecord, tuple[str, ...]]] = []
-        seen: set[str] = set()
-        for record in _pages(
-            lambda start: directory.search_users(
-                lookup=None, predicate=None, start_index=start, count=PAGE_SIZE
-            )
-        ):
+
+        def collect_user(record: UserRecord) -> bool:
             groups = memberships.get(record.id)
-            if groups is None or record.id in seen:  # pages may overlap while users are added
-                continue
-            seen.add(record.id)
-            key = tuple(sorted(groups))
-            users.append((record, interned.setdefault(key, key)))
+            if groups is not None:
+                key = tuple(sorted(groups))
+                users.append((record, interned.setdefault(key, key)))
+            return False
+
+        directory.search_users(lookup=None, predicate=collect_user, start_index=1, count=0)
         pending = {entry.user_id for entry in directory.pending_users()}
         return _DirectorySnapshot(users, pending)
 
@@ -348,13 +353,19 @@ class Reconciler:
         previous = self._compiled.get(target_name, {})
         compiled: dict[str, _Compiled] = {}
         wanted: dict[str, _Wanted] = {}
+        selectors: dict[tuple[str, ...], tuple[str, ...]] = {}  # one copy per distinct role set
         for record, groups in snapshot.users:
             entry = previous.get(record.id)
             if entry is None or entry.version != record.version:
                 try:
-                    entry = _Compiled(record.version, compile_user(self.policy, target_name, record, groups))
+                    desired = compile_user(self.policy, target_name, record, groups)
                 except errors.InvalidUsername:
-                    entry = _Compiled(record.version, None)
+                    desired = None
+                if desired is not None:
+                    desired = replace(
+                        desired, selectors=selectors.setdefault(desired.selectors, desired.selectors)
+                    )
+                entry = _Compiled(record.version, desired)
             compiled[record.id] = entry
             desired = entry.desired
             if desired is None or desired.username in wanted:
@@ -813,17 +824,6 @@ def ghost_disabled_rules(acl: NodeAcl) -> list[str]:
     rules += acl.root.rules().split()
     rules += [f"({selector.rules()})" for selector in sorted(acl.selectors, key=lambda s: s.rules())]
     return rules
-
-
-def _pages(fetch: Callable[[int], Any]) -> Iterator[Any]:
-    """Every record of a paged Directory search (1-based start index)."""
-    start = 1
-    while True:
-        page = fetch(start)
-        yield from page.records
-        start += len(page.records)
-        if not page.records or start > page.total:
-            return
 
 
 def _drift_detail(per_node: Mapping[str, NodeAcl | None], desired: NodeAcl) -> str:
