@@ -11,8 +11,9 @@ server, hand-edited users, users deleted in the Directory) and, with the clock t
 
 Stalls are measured three ways: the server's SLOWLOG (threshold 50 ms), its LATENCY monitor
 (threshold 50 ms), and a client that PINGs every 5 ms during each phase (its slowest round
-trip). Peak RSS is this process's (`resource.getrusage`), which also holds the in-memory
-Directory; `rss_growth_mb` is what the runs added above the RSS after setup.
+trip); an idle phase (the server doing nothing for 5 s) gives the machine's own noise floor.
+Peak RSS is this process's (`resource.getrusage`), which also holds the in-memory Directory;
+`rss_growth_mb` is what the runs added above the RSS after setup.
 
 Usage: `python bench/reconcile_100k.py` (BENCH_QUICK=1: 10,000 users). The last line of stdout
 is the JSON result.
@@ -335,6 +336,8 @@ def scenario(binary: str, label: str) -> dict[str, Any]:
         reconciler = Reconciler(
             engine, settings=ReconcileSettings(), clock=lambda: datetime.now(UTC) + timedelta(hours=2)
         )
+        # The machine's own noise: the server idle for 5 s while the probe PINGs it.
+        _, idle = measured(client, port, lambda: time.sleep(5))
         _, acl_users = measured(client, port, lambda: client.execute_command("ACL", "USERS"))
         rss_before = rss_mb()
         plan, plan_stats = measured(client, port, reconciler.plan)
@@ -347,6 +350,7 @@ def scenario(binary: str, label: str) -> dict[str, Any]:
             "users": USERS,
             "setup_s": round(setup_s, 1),
             "drift_made": made,
+            "idle_baseline": idle,
             "acl_users": acl_users,
             "plan": {**summary(plan), **plan_stats},
             "reconcile": {**summary(applied), **apply_stats},
