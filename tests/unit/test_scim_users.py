@@ -514,3 +514,30 @@ def test_errors_never_echo_the_password(scim, caplog):
     assert response.status == 400
     assert "hunter2" not in json.dumps(response.body)
     assert "hunter2" not in caplog.text
+
+
+def test_a_user_created_without_active_is_active_and_found_by_an_active_filter(scim):
+    # OneLogin's JSON templates may leave `active` out; the targets enable such a user.
+    response = scim.post("/Users", {"schemas": [USER_SCHEMA], "userName": "no.active@corp.example"})
+    assert response.status == 201 and response.body["active"] is True
+    found = scim.get("/Users", query={"filter": 'userName eq "no.active@corp.example" and active eq true'})
+    assert found.body["totalResults"] == 1
+
+
+@pytest.mark.parametrize("attribute", ["emails", "phoneNumbers"])
+def test_two_entries_of_one_type_are_refused_and_change_nothing(scim, directory, attribute):
+    created = create(scim)
+    before = directory.get_user(created["id"])
+    second = [{"type": "work", "value": "second@corp.example" if attribute == "emails" else "+1 555 0199"}]
+    if attribute == "phoneNumbers":
+        first = [{"type": "work", "value": "+1 555 0100"}]
+        added = scim.patch(f"/Users/{created['id']}", [{"op": "add", "path": attribute, "value": first}])
+        assert added.status == 200
+        before = directory.get_user(created["id"])
+    response = scim.patch(f"/Users/{created['id']}", [{"op": "add", "path": attribute, "value": second}])
+    assert response.status == 400 and response.body["scimType"] == "invalidValue"
+    assert "at most one" in response.body["detail"]
+    assert directory.get_user(created["id"]).version == before.version
+    body = okta_user("twice@corp.example", externalId="x2")
+    body["emails"] = [{"type": "work", "value": "a@corp.example"}, {"type": "WORK", "value": "b@x.example"}]
+    assert scim.post("/Users", body).status == 400

@@ -176,6 +176,10 @@ def user_from_body(
     if extension_key is not None:
         body[extension_key] = normalise_manager(body[extension_key])
     body["schemas"] = [USER_SCHEMA, ENTERPRISE_SCHEMA] if extension_key else [USER_SCHEMA]
+    # A user created or replaced without `active` (OneLogin's templates) is enabled on the
+    # targets, so SCIM says `active: true` too, or a filter on `active` would disagree with Redis.
+    if _key(body, "active") is None:
+        body["active"] = True
     model = validate(UserModel, body, context)
     return user_resource(model), password
 
@@ -221,9 +225,24 @@ def validate(model: Any, body: dict[str, Any], context: Context) -> Any:
         raise library_error(exc) from None
 
 
+# Multi-valued attributes whose `type` identifies an entry: IdPs address them by type
+# (`emails[type eq "work"].value`), so Entra requires at most one entry per type.
+_TYPED_MULTI_VALUED = ("emails", "phoneNumbers", "ims", "photos", "addresses")
+
+
 def user_resource(model: Any) -> dict[str, Any]:
+    """The user's attributes to store, after the rules every write must keep."""
     dumped = model.model_dump(scim_ctx=Context.DEFAULT)
-    return {key: value for key, value in dumped.items() if key not in _USER_OWNED}
+    resource = {key: value for key, value in dumped.items() if key not in _USER_OWNED}
+    for attribute in _TYPED_MULTI_VALUED:
+        types = [str(entry["type"]).lower() for entry in resource.get(attribute) or () if entry.get("type")]
+        duplicates = sorted({kind for kind in types if types.count(kind) > 1})
+        if duplicates:
+            raise errors.InvalidValue(
+                f"at most one {attribute} entry per type: {', '.join(map(repr, duplicates))} appears twice; "
+                f"replace it with a path like {attribute}[type eq \"{duplicates[0]}\"].value"
+            )
+    return resource
 
 
 def group_resource(model: Any) -> dict[str, Any]:
