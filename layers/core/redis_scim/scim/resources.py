@@ -271,7 +271,11 @@ def library_error(exc: ValidationError | SCIMException) -> errors.RedisScimError
     password.
     """
     if isinstance(exc, SCIMException):
-        return _SCIM_TYPE_ERRORS.get(exc.scim_type, errors.InvalidValue)(str(exc))
+        # The library sometimes wraps a pydantic report ("1 validation error for X ... For further
+        # information visit https://errors.pydantic.dev/..."): keep the lines that say what is wrong.
+        lines = [line.strip() for line in str(exc).splitlines()]
+        detail = " ".join(line for line in lines if line and "pydantic.dev" not in line)
+        return _SCIM_TYPE_ERRORS.get(exc.scim_type, errors.InvalidValue)(detail or "invalid value")
     first = exc.errors(include_input=False, include_url=False)[0]
     scim_type = (first.get("ctx") or {}).get("scim_type") or "invalidValue"
     location = ".".join(str(part) for part in first["loc"] if not isinstance(part, int))

@@ -285,16 +285,20 @@ class Reconciler:
         directory_started = time.monotonic()
         snapshot = self._directory_snapshot()
         report.directory_seconds = time.monotonic() - directory_started
-        with self.engine.batch():
-            for name in names:
-                target_report = self._plan_target(name, snapshot, all_rules=all_rules, progress=progress)
-                report.targets.append(target_report)
-                if apply and target_report.unreachable is None:
-                    repair_started = time.monotonic()
-                    self._repair(target_report, cause, progress)
-                    target_report.seconds["repair"] = time.monotonic() - repair_started
-            if apply and not targets:
-                report.redriven = self._redrive(cause, progress)
+        try:
+            # Repairs persist once per target at the end of the batch, not after every user.
+            with self.engine.batch():
+                for name in names:
+                    target_report = self._plan_target(name, snapshot, all_rules=all_rules, progress=progress)
+                    report.targets.append(target_report)
+                    if apply and target_report.unreachable is None:
+                        repair_started = time.monotonic()
+                        self._repair(target_report, cause, progress)
+                        target_report.seconds["repair"] = time.monotonic() - repair_started
+                if apply and not targets:
+                    report.redriven = self._redrive(cause, progress)
+        except TargetUnavailable:
+            pass  # the batch's persist failed; `_persist` below tries every target again and reports it
         if apply:
             self._persist(report)
         report.seconds = time.monotonic() - started
@@ -583,7 +587,12 @@ class Reconciler:
                 by_user.setdefault(discrepancy.user_id, []).append(discrepancy)
         total, done = len(by_user) + len(ghosts), 0
         for user_id, found in by_user.items():
-            report.repairs.extend(self._repair_user(report, target, user_id, found, cause))
+            try:
+                report.repairs.extend(self._repair_user(report, target, user_id, found, cause))
+            except Exception as error:  # e.g. the Directory throttled: this user waits for the next run
+                report.repairs.append(
+                    Repair(report.target, found[0].username, "converge", False, _explain(error))
+                )
             done += 1
             if progress is not None:
                 progress(done, total, f"{report.target}: repair")
