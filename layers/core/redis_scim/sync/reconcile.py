@@ -177,7 +177,7 @@ class ReconcileSettings:
     """Tuning of a run. Defaults suit a schedule of one run a minute."""
 
     pending_grace_seconds: float = 300.0  # a marker older than this lost its message (or its apply)
-    rules_budget_seconds: float = 5.0  # time for reading rules per target per run
+    rules_budget_seconds: float = 3.0  # time for reading rules per target per run
     rules_cycle_seconds: float = 3600.0  # the ring's start position goes round once per cycle
     recent_seconds: float = 3600.0  # users changed this recently have their rules read every run
     max_round_trip_ms: float = 20.0  # one rules pipeline may hold a node at most about this long
