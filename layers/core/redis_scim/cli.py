@@ -371,7 +371,8 @@ def _run_reconciler(args: argparse.Namespace, *, apply: bool) -> int:
         settings = settings.model_copy(update={"policy": args.policy})
     progress = _ProgressBar(force=args.progress)
     try:
-        engine = build_engine(settings, aws_session())
+        # A standard-library logger at ERROR: the audit trail's JSON log lines stay off stdout.
+        engine = build_engine(settings, aws_session(), logger=logging.getLogger("redis_scim.cli"))
         try:
             reconciler = Reconciler(engine, settings=ReconcileSettings.from_env(os.environ))
             run = reconciler.reconcile if apply else reconciler.plan
