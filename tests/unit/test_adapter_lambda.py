@@ -61,6 +61,8 @@ def deployed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployed]:
         monkeypatch.setenv("DIRECTORY_TABLE", resources.tables["DirectoryTable"])
         monkeypatch.setenv("CHANGE_QUEUE_URL", resources.queues["ChangeQueue"])
         monkeypatch.setenv("TOKEN_SECRET_ID", resources.secrets["ScimTokenSecret"])
+        # A module another test (or an in-process local stack) loaded holds that run's settings.
+        sys.modules.pop("functions.scim_api.app", None)
         try:
             yield Deployed(load_function("scim_api"), session, resources)
         finally:

@@ -130,6 +130,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, LocalResources]]
         resources = create_resources(
             session, stack_name=STACK, secret_values={"ScimTokenSecret": json.dumps([entry.to_json()])}
         )
+        for name in CODE_DIRS.values():  # a module loaded elsewhere holds another run's settings
+            sys.modules.pop(f"functions.{name}.app", None)
         try:
             yield session, resources
         finally:
