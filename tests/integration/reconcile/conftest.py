@@ -7,12 +7,12 @@ usernames unique to the test, and the fixture removes every ACL user the test ma
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import boto3
 import pytest
 from moto import mock_aws
-from reconcile_world import Node, World, make_policy, start_node
+from reconcile_world import Node, World, WorldFactory, make_policy, start_node
 
 from redis_scim.audit import AuditTrail
 from redis_scim.directory.ledger import MemoryLedger
@@ -20,8 +20,6 @@ from redis_scim.directory.memory import MemoryDirectory
 from redis_scim.local.resources import LocalResources, create_resources
 from redis_scim.sync.engine import SyncEngine
 from redis_scim.sync.runtime import open_targets
-
-WorldFactory = Callable[..., World]
 
 
 @pytest.fixture(scope="module")

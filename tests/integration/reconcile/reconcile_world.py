@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -260,3 +261,8 @@ class World:
             ours = [user for user in node.users() if self.run in user]
             if ours:
                 node.acl("DELUSER", *ours)
+
+
+WorldFactory = Callable[
+    ..., World
+]  # the `make_world` fixture: make_world(ghosts=..., allow=..., down_url=...)

@@ -4,8 +4,7 @@ deletions and deactivations missed by the applier, stale pending markers, a targ
 from __future__ import annotations
 
 import pytest
-from conftest import WorldFactory
-from reconcile_world import PASSWORD, World, free_port, is_connected
+from reconcile_world import PASSWORD, World, WorldFactory, free_port, is_connected
 
 from redis_scim.audit import Action, Outcome, verify_chain
 from redis_scim.errors import PolicyError
