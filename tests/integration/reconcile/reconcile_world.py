@@ -263,6 +263,5 @@ class World:
                 node.acl("DELUSER", *ours)
 
 
-WorldFactory = Callable[
-    ..., World
-]  # the `make_world` fixture: make_world(ghosts=..., allow=..., down_url=...)
+# The `make_world` fixture: make_world(ghosts=..., allow=..., down_url=...).
+WorldFactory = Callable[..., World]
