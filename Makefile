@@ -49,6 +49,7 @@ build: $(SAMVENV)/bin/sam
 deploy: build
 	$(SAM) deploy --guided --config-env $(ENV)
 
+## bench: every benchmark against its target, written to bench/results.json (BENCH_QUICK=1: reduced, ~2 min)
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench
 
