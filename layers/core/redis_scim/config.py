@@ -36,4 +36,5 @@ class Settings(BaseModel):
             "policy": "POLICY",
             "target_secrets": "TARGET_SECRETS",
         }
-        return cls(**{field: env[var] for field, var in names.items() if env.get(var)})
+        # pydantic converts the strings (e.g. AUDIT_RETENTION_DAYS) and names a bad value.
+        return cls.model_validate({field: env[var] for field, var in names.items() if env.get(var)})
