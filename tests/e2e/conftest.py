@@ -64,6 +64,10 @@ class RunningStack:
     def text(self) -> str:
         return "\n".join(self.output)
 
+    def errors(self) -> str:
+        """The stack's error log lines (JSON logs at ERROR, tracebacks), to explain a failed test."""
+        return "\n".join(line for line in self.output if '"level":"ERROR"' in line or "Traceback" in line)
+
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:

@@ -73,7 +73,9 @@ def test_scim2_tester_finds_no_failure(local_stack: Any) -> None:
     failures = [result for result in results if result.status in FAILED]
     excused = {describe(r): excluded_because(r, service_provider_config) for r in failures}
     unexcused = [text for text, reason in excused.items() if reason is None]
-    assert not unexcused, "scim2-tester failures:\n" + "\n".join(unexcused)
+    assert not unexcused, (
+        "scim2-tester failures:\n" + "\n".join(unexcused) + "\n\nstack errors:\n" + local_stack.errors()
+    )
     for text, reason in excused.items():
         print(f"excluded: {text} — {reason}")
 

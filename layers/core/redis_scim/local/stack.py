@@ -9,9 +9,11 @@ Background services (the applier's SQS poller, the reconciler timer) plug in as 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import ThreadedMotoServer
 
 from redis_scim.auth import TokenEntry, generate_token
@@ -103,6 +107,7 @@ class LocalStack:
             aws = {**DUMMY_CREDENTIALS, "AWS_DEFAULT_REGION": REGION}
             starting.enter_context(_environment(aws, remove=FOREIGN_AWS_SETTINGS))
             starting.enter_context(mock_aws())
+            starting.enter_context(_one_aws_call_at_a_time())
             self.aws_endpoint_url = self._start_moto_server(starting)
             self.session = boto3.Session(region_name=REGION)
             entry = TokenEntry.for_token(self.token, token_id=LOCAL_TOKEN_ID)
@@ -186,6 +191,37 @@ class LocalStack:
         starting.callback(valkey.stop)
         self.valkey_port = valkey.port
         return str(valkey.connection_url)
+
+
+@contextmanager
+def _one_aws_call_at_a_time() -> Iterator[None]:
+    """Serialise every call into moto's backends, in-process (boto3) and through the server.
+
+    On AWS each service is safe under concurrent calls; moto's backends are not (a DynamoDB
+    transaction deep-copies whole tables while another thread reads them, which surfaced as a
+    500 on a GET). The stack's gateway, applier poller and reconciler run on threads, so each
+    AWS call takes this lock; Redis work and request handling still run concurrently.
+    """
+    lock = threading.RLock()
+    originals: dict[type, Callable[..., Any]] = {
+        owner: owner.__call__ for owner in (BotocoreStubber, DomainDispatcherApplication)
+    }
+
+    def serialised(call: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(call)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return call(*args, **kwargs)
+
+        return locked
+
+    for owner, call in originals.items():
+        setattr(owner, "__call__", serialised(call))  # noqa: B010 - patching a class attribute
+    try:
+        yield
+    finally:
+        for owner, call in originals.items():
+            setattr(owner, "__call__", call)  # noqa: B010
 
 
 @contextmanager
