@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import boto3
 import pytest
-from moto import mock_aws
 from reconcile_world import Node, World, WorldFactory, make_policy, start_node
 
 from redis_scim.audit import AuditTrail
 from redis_scim.directory.ledger import MemoryLedger
 from redis_scim.directory.memory import MemoryDirectory
-from redis_scim.local.resources import LocalResources, create_resources
 from redis_scim.sync.engine import SyncEngine
 from redis_scim.sync.runtime import open_targets
 
@@ -28,28 +25,6 @@ def nodes() -> Iterator[dict[str, Node]]:
     yield started
     for node in started.values():
         node.stop()
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[boto3.Session]:
-    with pytest.MonkeyPatch.context() as env:
-        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-            env.delenv(name, raising=False)
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        with mock_aws():
-            yield boto3.Session(region_name="us-east-1")
-
-
-@pytest.fixture(scope="module")
-def resources(aws: boto3.Session) -> LocalResources:
-    return create_resources(aws)
-
-
-@pytest.fixture(scope="module")
-def audit(aws: boto3.Session, resources: LocalResources) -> AuditTrail:
-    return AuditTrail(resources.tables["AuditTable"], aws.client("dynamodb"))
 
 
 @pytest.fixture
