@@ -209,3 +209,40 @@ def _peek(stage: Stage, queue_url: str) -> list[dict[str, Any]]:
     return stage.sqs.receive_message(
         QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0, MessageSystemAttributeNames=["All"]
     ).get("Messages", [])
+
+
+class _ShrinkingContext(InvocationContext):
+    """A Lambda context whose remaining time runs out after `records` convergences."""
+
+    def __init__(self, records: int) -> None:
+        super().__init__("AclApplierFunction", timeout_seconds=60)
+        self.calls = 0
+        self.records = records
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.calls += 1
+        return 60_000 if self.calls <= self.records else 5_000
+
+
+def test_records_left_when_the_invocation_runs_out_of_time_are_the_only_ones_retried(
+    stage: Stage, nodes: dict[str, Node]
+) -> None:
+    users = [stage.user(f"late{index}", "Writers") for index in range(3)]
+    messages = stage.receive()
+    first_user = json.loads(messages[0]["Body"])["user_id"]
+    poller = SqsPoller(stage.sqs, stage.queue_url, stage.handler.lambda_handler)
+    event = {"Records": [poller.event_record(message) for message in messages]}
+
+    response = stage.handler.lambda_handler(event, _ShrinkingContext(records=1))
+
+    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+    assert failed == {m["MessageId"] for m in messages[1:]}
+    assert stage.directory.user_state(first_user).pending is False  # type: ignore[union-attr]
+    left = [u for u in users if u != first_user]
+    assert all(stage.directory.user_state(u).pending for u in left)  # type: ignore[union-attr]
+    retry = stage.handler.lambda_handler(
+        {"Records": [r for r in event["Records"] if r["messageId"] in failed]},
+        InvocationContext("AclApplierFunction"),
+    )
+    assert retry["batchItemFailures"] == []
+    assert all(not stage.directory.user_state(u).pending for u in users)  # type: ignore[union-attr]

@@ -13,7 +13,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 
 from redis_scim.directory import Actor, Cause, UserChange
-from redis_scim.errors import InvalidSyntax
+from redis_scim.errors import InvalidSyntax, ServiceUnavailable
 from redis_scim.observability import logger
 from redis_scim.sync.engine import Convergence, SyncEngine
 
@@ -47,6 +47,11 @@ def _text(value: Any) -> str:
     return value
 
 
+# Time kept back at the end of an invocation: one convergence (every node of every target, the
+# read-back, the audit write) finishes well within it, so no record is cut off half-applied.
+RESERVE_MS = 10_000
+
+
 class AclApplier:
     """Handles SQS batches: per record, parse, tag the logs with the SCIM request id, converge the user.
 
@@ -54,19 +59,28 @@ class AclApplier:
     order per user); other users' messages in the batch still complete.
     """
 
-    def __init__(self, engine: SyncEngine) -> None:
+    def __init__(self, engine: SyncEngine, *, reserve_ms: int = RESERVE_MS) -> None:
         self.engine = engine
         self.processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+        self.reserve_ms = reserve_ms
+        self._context: Any = None
 
     def handle_batch(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         """An SQS event in, `{"batchItemFailures": [...]}` out (ReportBatchItemFailures).
 
-        Targets are persisted once per batch, after every record (see `SyncEngine.batch`).
+        Targets are persisted once per batch, after every record (see `SyncEngine.batch`). A record
+        not started while at least `reserve_ms` of the invocation remained is reported as failed
+        without being tried: a timed-out invocation would make SQS redeliver the whole batch,
+        whereas this way only the unfinished messages come back.
         """
-        with self.engine.batch():
-            response = process_partial_response(
-                event=event, record_handler=self.handle_record, processor=self.processor, context=context
-            )
+        self._context = context
+        try:
+            with self.engine.batch():
+                response = process_partial_response(
+                    event=event, record_handler=self.handle_record, processor=self.processor, context=context
+                )
+        finally:
+            self._context = None
         return dict(response)
 
     def handle_record(self, record: Any) -> Convergence:
@@ -75,6 +89,9 @@ class AclApplier:
         Raises when the user did not converge everywhere, so the batch processor reports the
         message as failed and SQS redelivers it (then the DLQ after maxReceiveCount).
         """
+        remaining = getattr(self._context, "get_remaining_time_in_millis", None)
+        if remaining is not None and remaining() < self.reserve_ms:
+            raise ServiceUnavailable("left for redelivery: the invocation is running out of time")
         change = parse_change(record.body)
         # The SCIM API's request id: one correlation id from the HTTP request to the ACL write.
         logger.set_correlation_id(change.cause.request_id)
