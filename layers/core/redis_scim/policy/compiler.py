@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 from redis_scim.directory import UserRecord
@@ -66,6 +67,14 @@ def selector(role: Role) -> str:
     return "(" + " ".join(("resetchannels", *role.rules)) + ")"
 
 
+@lru_cache(maxsize=1024)
+def _compiled_roles(roles: tuple[Role, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Role names and selectors of a role set. Cached: users share a few role sets, so the reconciler
+    builds each selector once per run instead of once per user, and equal role sets share one
+    selectors tuple in memory."""
+    return tuple(role.name for role in roles), tuple(selector(role) for role in roles)
+
+
 def compile_user(
     policy: Policy, target: str, user: UserRecord, group_names: Sequence[str]
 ) -> DesiredAcl | None:
@@ -73,7 +82,7 @@ def compile_user(
 
     Raises `InvalidUsername` when the username template gives an unsafe or protected name.
     """
-    roles = policy.roles_for(target, group_names)
+    roles = tuple(policy.roles_for(target, group_names))
     if not roles:
         return None
     config = policy.target(target)
@@ -88,12 +97,13 @@ def compile_user(
                 raise InvalidValue(f"user {user.id}: the stored password hash is not a SHA-256 hex digest")
     else:
         credential = config.auth
+    role_names, selectors = _compiled_roles(roles)
     return DesiredAcl(
         target=target,
         username=username,
         enabled=user.active,
         credential=credential,
-        roles=tuple(role.name for role in roles),
-        selectors=tuple(selector(role) for role in roles),
+        roles=role_names,
+        selectors=selectors,
         password_sha256=password_sha256,
     )

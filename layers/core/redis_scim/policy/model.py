@@ -8,6 +8,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,8 +26,10 @@ ElastiCacheEngine = Literal["valkey", "redis"]
 ALWAYS_PROTECTED = frozenset({"default"})
 
 
+@lru_cache(maxsize=4096)
 def group_key(display_name: str) -> str:
     """How group names are compared: NFC + casefold, as the Directory's uniqueness rule does."""
+    # Cached: the reconciler asks for the same few group names once per user per target.
     return unicodedata.normalize("NFC", display_name).casefold()
 
 
@@ -110,6 +113,12 @@ class Policy:
     module_commands: tuple[str, ...] = ()
     module_categories: tuple[str, ...] = ()
     version: int = 1
+    # Per target, derived once: the reconciler compiles every user of a target in one pass, and
+    # these are the same for all of them. The policy is immutable, so they never go stale.
+    _group_roles: dict[str, dict[str, tuple[str, ...]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _protected: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def warnings(self) -> list[str]:
@@ -130,13 +139,19 @@ class Policy:
 
     def group_roles(self, target: str) -> dict[str, tuple[str, ...]]:
         """The effective group→role-names map of `target`, keyed by `group_key(displayName)`."""
-        effective = {group_key(name): roles for name, roles in self.groups.items()}
-        effective.update({group_key(name): roles for name, roles in self.target(target).groups.items()})
+        return dict(self._effective_group_roles(target))
+
+    def _effective_group_roles(self, target: str) -> dict[str, tuple[str, ...]]:
+        effective = self._group_roles.get(target)
+        if effective is None:
+            effective = {group_key(name): roles for name, roles in self.groups.items()}
+            effective.update({group_key(name): roles for name, roles in self.target(target).groups.items()})
+            self._group_roles[target] = effective
         return effective
 
     def roles_for(self, target: str, group_names: Iterable[str]) -> list[Role]:
         """The distinct roles the groups grant on `target`, sorted by role name."""
-        mapping = self.group_roles(target)
+        mapping = self._effective_group_roles(target)
         names = {role for group in group_names for role in mapping.get(group_key(group), ())}
         return [self.roles[name] for name in sorted(names)]
 
@@ -144,8 +159,11 @@ class Policy:
         """The user's Redis username on `target`; InvalidUsername if unsafe or protected."""
         config = self.target(target)
         username = render_username(config.username, user)
+        protected = self._protected.get(target)
+        if protected is None:
+            protected = self._protected[target] = config.protected_usernames
         try:
-            check_not_protected(username, config.protected_usernames)
+            check_not_protected(username, protected)
         except InvalidUsername as error:
             raise InvalidUsername(f"user {user.id}: {error.detail}") from None
         return username

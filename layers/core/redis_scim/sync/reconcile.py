@@ -24,7 +24,7 @@ import uuid
 import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -357,7 +357,6 @@ class Reconciler:
         previous = self._compiled.get(target_name, {})
         compiled: dict[str, _Compiled] = {}
         wanted: dict[str, _Wanted] = {}
-        selectors: dict[tuple[str, ...], tuple[str, ...]] = {}  # one copy per distinct role set
         for record, groups in snapshot.users:
             entry = previous.get(record.id)
             if entry is None or entry.version != record.version:
@@ -365,10 +364,6 @@ class Reconciler:
                     desired = compile_user(self.policy, target_name, record, groups)
                 except errors.InvalidUsername:
                     desired = None
-                if desired is not None:
-                    desired = replace(
-                        desired, selectors=selectors.setdefault(desired.selectors, desired.selectors)
-                    )
                 entry = _Compiled(record.version, desired)
             compiled[record.id] = entry
             desired = entry.desired
