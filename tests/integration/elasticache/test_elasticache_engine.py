@@ -6,22 +6,27 @@ after), the metrics, and the effect on a real engine (logins, ACL DRYRUN, live c
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from control_plane import ElastiCacheControlPlane
 from valkey_mirror import Valkey
 
 from redis_scim import errors
 from redis_scim.audit import Action, AuditEntry, Outcome
-from redis_scim.directory import Cause, GroupChange, Member, UserRecord
+from redis_scim.directory import Cause, GroupChange, Member, UserChange, UserRecord
 from redis_scim.directory.ledger import MemoryLedger
 from redis_scim.directory.memory import MemoryDirectory
+from redis_scim.local.lambda_runtime import InvocationContext
 from redis_scim.observability import MetricName
 from redis_scim.policy import ElastiCacheTargetConfig, load_policy_text
+from redis_scim.sync.applier import AclApplier
 from redis_scim.sync.engine import SyncEngine
 from redis_scim.targets.elasticache import QUOTA_EXCEEDED_METRIC, ElastiCacheTarget
 from redis_scim.targets.elasticache_ids import MemoryUserIdRegistry, derive_user_id
@@ -125,9 +130,7 @@ class World:
         return self.audit.entries[-1]
 
 
-@pytest.fixture
-def world(make_group: Callable[..., str], elasticache: Any) -> World:
-    make_group("cache-users")
+def new_world(elasticache: Any, *, users_per_group: int) -> World:
     config = load_policy_text(POLICY).target("prod-cache")
     assert isinstance(config, ElastiCacheTargetConfig)
     ledger, metrics = MemoryLedger(), Metrics()
@@ -137,11 +140,23 @@ def world(make_group: Callable[..., str], elasticache: Any) -> World:
         user_ids=MemoryUserIdRegistry(),
         ledger=ledger,
         metrics=metrics,  # the engine's sink: one EMF stream
-        users_per_group=3,  # the admin and two users: small enough to reach
+        users_per_group=users_per_group,
         poll_interval=0.01,
         max_wait=3.0,
     )
     return World(target, ledger, metrics)
+
+
+@pytest.fixture
+def world(make_group: Callable[..., str], elasticache: Any) -> World:
+    make_group("cache-users")
+    return new_world(elasticache, users_per_group=3)  # the admin and two users: small enough to reach
+
+
+@pytest.fixture
+def roomy_world(make_group: Callable[..., str], elasticache: Any) -> World:
+    make_group("cache-users")
+    return new_world(elasticache, users_per_group=20)
 
 
 def login(valkey: Valkey, plane: ElastiCacheControlPlane, user_name: str) -> redis.Redis:
@@ -212,3 +227,154 @@ def test_a_full_group_is_a_failed_audit_record_a_metric_and_a_retry_never_a_part
         elasticache.describe_users(UserId=derive_user_id("three@example.com"))
     state = world.directory.user_state(third.id)
     assert state is not None and state.pending  # the message stays for SQS to retry
+
+
+# --- one ModifyUserGroup per SQS batch -------------------------------------------------------------
+
+NAMES = [f"batch{n}@example.com" for n in range(5)]
+
+
+def group_changes(plane: ElastiCacheControlPlane) -> int:
+    return len(plane.operations("modify_user_group"))
+
+
+def test_a_batch_of_onboardings_then_of_deactivations_is_one_modify_user_group_each(
+    roomy_world: World, valkey: Valkey, plane: ElastiCacheControlPlane
+) -> None:
+    world = roomy_world
+    users = [world.create_user(name) for name in NAMES]
+    for user in users:
+        world.join(user, "Cache Readers")
+    before = group_changes(plane)
+    with world.engine.batch([user.id for user in users]):
+        onboarded = [world.converge(user) for user in users]
+    assert group_changes(plane) - before == 1
+    assert all(result.cleared for result in onboarded)
+    entries = world.audit.entries
+    assert sorted(entry.user_id for entry in entries) == sorted(user.id for user in users)
+    assert all(
+        (entry.action, entry.outcome, entry.verified, entry.acl_before)
+        == (Action.CREATE, Outcome.APPLIED, True, None)
+        for entry in entries
+    )
+    assert all(valkey.dryrun(derive_user_id(name), "get", "cache:1") for name in NAMES)
+    live = [login(valkey, plane, name) for name in NAMES]
+
+    for user in users:
+        world.set_active(user, False)
+    before, audited = group_changes(plane), len(entries)
+    with world.engine.batch([user.id for user in users]):
+        for user in users:
+            world.converge(user)
+    assert group_changes(plane) - before == 1
+    disabled = world.audit.entries[audited:]
+    assert sorted(entry.user_id for entry in disabled) == sorted(user.id for user in users)
+    assert all(
+        (entry.action, entry.outcome, entry.verified) == (Action.DISABLE, Outcome.APPLIED, True)
+        and entry.acl_before is not None
+        and "on auth:iam" in entry.acl_before
+        for entry in disabled
+    )
+    for connection in live:
+        with pytest.raises(redis.ConnectionError):
+            connection.get("cache:1")
+    assert all(not world.directory.user_state(user.id).pending for user in users)  # type: ignore[union-attr]
+
+
+def test_outside_a_batch_each_user_is_its_own_modify_user_group(
+    roomy_world: World, plane: ElastiCacheControlPlane
+) -> None:
+    users = [roomy_world.create_user(name) for name in NAMES[:3]]
+    for user in users:
+        roomy_world.join(user, "Cache Readers")
+    before = group_changes(plane)
+    for user in users:
+        roomy_world.converge(user)
+    assert group_changes(plane) - before == 3
+
+
+def sqs_record(user: UserRecord, version: int, message_id: str) -> dict[str, Any]:
+    body = json.dumps(
+        UserChange(
+            user.id, version, Cause(request_id=f"req-{message_id}", operation="PATCH /Users")
+        ).to_json()
+    )
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"handle-{message_id}",
+        "body": body,
+        "attributes": {"MessageGroupId": user.id, "MessageDeduplicationId": f"{user.id}:{version}"},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:changes.fifo",
+        "awsRegion": "eu-west-1",
+    }
+
+
+def test_a_mixed_sqs_batch_fails_only_the_user_whose_change_failed(
+    roomy_world: World, elasticache: Any, valkey: Valkey, plane: ElastiCacheControlPlane
+) -> None:
+    world = roomy_world
+    good = [world.create_user(name) for name in NAMES[:3]]
+    bad = world.create_user("taken@example.com")
+    # A user made by hand holds the id `taken@example.com` maps to: that user is refused.
+    elasticache.create_user(
+        UserId=derive_user_id("taken@example.com"),
+        UserName="someone-else",
+        Engine="valkey",
+        AccessString="on ~* +@all",
+        AuthenticationMode={"Type": "password", "Passwords": ["hand-made-password-0123"]},
+    )
+    plane.settle()
+    for user in [*good, bad]:
+        world.join(user, "Cache Readers")
+    event = {
+        "Records": [
+            sqs_record(user, world.directory.user_state(user.id).version, f"m{n}")  # type: ignore[union-attr]
+            for n, user in enumerate([good[0], bad, *good[1:]])
+        ]
+    }
+    applier = AclApplier(world.engine)
+    target = world.engine.targets["prod-cache"]
+    assert isinstance(target, ElastiCacheTarget)
+    before = group_changes(plane)
+
+    response = applier.handle_batch(event, InvocationContext("AclApplierFunction", timeout_seconds=60))
+
+    assert response["batchItemFailures"] == [{"itemIdentifier": "m1"}]
+    assert group_changes(plane) - before == 1
+    assert target.remaining_time is None  # the invocation's budget was lent for the batch only
+    by_user = {entry.user_id: entry for entry in world.audit.entries}
+    assert all((by_user[user.id].action, by_user[user.id].verified) == (Action.CREATE, True) for user in good)
+    assert (by_user[bad.id].outcome, by_user[bad.id].verified) == (Outcome.FAILED, False)
+    assert all(
+        valkey.can_login(derive_user_id(user.user_name), plane.iam_token(derive_user_id(user.user_name)))
+        for user in good
+    )
+    assert world.directory.user_state(bad.id).pending  # type: ignore[union-attr]
+    assert not any(world.directory.user_state(user.id).pending for user in good)  # type: ignore[union-attr]
+
+
+def test_the_invocation_time_left_caps_the_wait_for_a_busy_group(
+    roomy_world: World, elasticache: Any, plane: ElastiCacheControlPlane
+) -> None:
+    world = roomy_world
+    user = world.create_user(NAMES[0])
+    world.join(user, "Cache Readers")
+    target = world.engine.targets["prod-cache"]
+    assert isinstance(target, ElastiCacheTarget)
+    target.max_wait = 60.0
+    plane.settle_delay = None  # another writer's change stays in flight: the group stays `modifying`
+    elasticache.modify_user_group(UserGroupId="cache-users", UserIdsToRemove=["cache-users-admin"])
+    event = {"Records": [sqs_record(user, world.directory.user_state(user.id).version, "m0")]}  # type: ignore[union-attr]
+    context = InvocationContext("AclApplierFunction", timeout_seconds=10.2)  # 10 s reserve: ~0.2 s to wait
+    started = time.monotonic()
+
+    # Every record failed: powertools raises, and SQS redelivers the batch.
+    with pytest.raises(BatchProcessingError, match="retry later"):
+        AclApplier(world.engine).handle_batch(event, context)
+
+    assert time.monotonic() - started < 5
+    assert world.last().outcome is Outcome.FAILED and "retry later" in (world.last().reason or "")
+    assert target.remaining_time is None

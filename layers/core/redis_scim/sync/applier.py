@@ -8,6 +8,7 @@ functions/acl_applier wires it to powertools batch processing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
@@ -16,6 +17,7 @@ from redis_scim.directory import Actor, Cause, UserChange
 from redis_scim.errors import InvalidSyntax, ServiceUnavailable
 from redis_scim.observability import logger
 from redis_scim.sync.engine import Convergence, SyncEngine
+from redis_scim.targets.elasticache import ElastiCacheTarget
 
 
 def parse_change(body: str) -> UserChange:
@@ -39,6 +41,17 @@ def parse_change(body: str) -> UserChange:
         )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise InvalidSyntax(f"not a change message: {type(error).__name__}: {error}") from None
+
+
+def _user_ids(event: Mapping[str, Any]) -> list[str]:
+    """The users an SQS event's records name (malformed records are left to `handle_record`)."""
+    user_ids: list[str] = []
+    for record in event.get("Records") or []:
+        try:
+            user_ids.append(parse_change(record["body"]).user_id)
+        except (InvalidSyntax, KeyError, TypeError):
+            continue
+    return user_ids
 
 
 def _text(value: Any) -> str:
@@ -68,20 +81,42 @@ class AclApplier:
     def handle_batch(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         """An SQS event in, `{"batchItemFailures": [...]}` out (ReportBatchItemFailures).
 
-        Targets are persisted once per batch, after every record (see `SyncEngine.batch`). A record
-        not started while at least `reserve_ms` of the invocation remained is reported as failed
-        without being tried: a timed-out invocation would make SQS redeliver the whole batch,
-        whereas this way only the unfinished messages come back.
+        Targets are persisted once per batch, after every record, and the batch's users' changes on
+        ElastiCache targets are applied up front with one ModifyUserGroup per group (see
+        `SyncEngine.batch`); ElastiCache waits are capped by the invocation's remaining time minus
+        `reserve_ms`. A record not started while at least `reserve_ms` of the invocation remained
+        is reported as failed without being tried (unless the batch already changed its user: then
+        only its read-back and audit remain, and they are done): a timed-out invocation would make
+        SQS redeliver the whole batch, whereas this way only the unfinished messages come back.
         """
         self._context = context
+        budgets = self._lend_time_budget(context)
         try:
-            with self.engine.batch():
+            with self.engine.batch(_user_ids(event)):
                 response = process_partial_response(
                     event=event, record_handler=self.handle_record, processor=self.processor, context=context
                 )
         finally:
             self._context = None
+            for target, budget in budgets.items():
+                target.remaining_time = budget
         return dict(response)
+
+    def _lend_time_budget(self, context: Any) -> dict[ElastiCacheTarget, Callable[[], float] | None]:
+        """Cap ElastiCache waits (for `modifying` to end) by what is left of the invocation, minus
+        the reserve; returns each target's own budget, restored after the batch."""
+        remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+        if remaining_ms is None:
+            return {}
+        targets = [t for t in self.engine.targets.values() if isinstance(t, ElastiCacheTarget)]
+        budgets = {target: target.remaining_time for target in targets}
+        for target in targets:
+            target.remaining_time = lambda: (remaining_ms() - self.reserve_ms) / 1000
+        return budgets
+
+    def _out_of_time(self) -> bool:
+        remaining = getattr(self._context, "get_remaining_time_in_millis", None)
+        return remaining is not None and remaining() < self.reserve_ms
 
     def handle_record(self, record: Any) -> Convergence:
         """`record` is a powertools `SQSRecord` (anything with `.body` and `.message_id`).
@@ -89,10 +124,10 @@ class AclApplier:
         Raises when the user did not converge everywhere, so the batch processor reports the
         message as failed and SQS redelivers it (then the DLQ after maxReceiveCount).
         """
-        remaining = getattr(self._context, "get_remaining_time_in_millis", None)
-        if remaining is not None and remaining() < self.reserve_ms:
-            raise ServiceUnavailable("left for redelivery: the invocation is running out of time")
         change = parse_change(record.body)
+        # A user the batch already changed is always finished: only its read-back and audit remain.
+        if self._out_of_time() and not self.engine.changed_ahead(change.user_id):
+            raise ServiceUnavailable("left for redelivery: the invocation is running out of time")
         # The SCIM API's request id: one correlation id from the HTTP request to the ACL write.
         logger.set_correlation_id(change.cause.request_id)
         logger.append_keys(user_id=change.user_id, message_id=record.message_id)

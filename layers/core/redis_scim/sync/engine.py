@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from redis_scim import errors
 from redis_scim.audit import Action, AuditEntry, AuditRecord, Outcome
@@ -33,6 +33,14 @@ from redis_scim.targets import Target
 
 USERNAME_COLLISIONS = "UsernameCollisions"
 REJECTED_USERNAMES = "UsernamesRejected"
+
+
+@runtime_checkable
+class BatchingTarget(Protocol):
+    """A target that applies many users' changes in one call (`ElastiCacheTarget`: one
+    ModifyUserGroup). `changes`: username -> desired `ACL SETUSER` rules, None to delete."""
+
+    def apply_batch(self, changes: Mapping[str, Sequence[str] | None]) -> None: ...
 
 
 class AuditSink(Protocol):
@@ -99,20 +107,27 @@ class SyncEngine:
         self.logger = logger or logging.getLogger(__name__)
         self.clock = clock
         self._deferred_persistence: set[str] | None = None
+        self._applied_ahead: dict[tuple[str, str], TargetPlan] = {}
+        self._changed_ahead: set[str] = set()
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, user_ids: Sequence[str] = ()) -> Iterator[None]:
         """Persist each target touched inside the block once, at its end, instead of after every user.
 
         `ACL SAVE` and `CONFIG REWRITE` rewrite the node's whole user list (and fsync), so per-user
         persistence costs O(users on the node) per change. The ACL changes themselves are live
         immediately; only durability across a restart waits for the end of the batch. A failed
         persist raises after every touched target was tried, so the batch is retried.
+
+        `user_ids` (the users the block will converge): their changes on batching targets are
+        applied first, all at once (see `_apply_ahead`).
         """
         self._deferred_persistence = set()
         try:
+            self._applied_ahead = self._apply_ahead(user_ids)
             yield
         finally:
+            self._applied_ahead, self._changed_ahead = {}, set()
             touched, self._deferred_persistence = self._deferred_persistence, None
             failures: list[BaseException] = []
             for name in sorted(touched):
@@ -122,6 +137,77 @@ class SyncEngine:
                     failures.append(error)
             if failures:
                 raise failures[0]
+
+    def _apply_ahead(self, user_ids: Sequence[str]) -> dict[tuple[str, str], TargetPlan]:
+        """Plan these users on every batching target and apply all their changes with one call per
+        target; return the plans (with what each target had before), keyed by (user id, target).
+
+        An ElastiCache user-group change takes seconds to settle and the group accepts one at a
+        time, so one ModifyUserGroup per batch instead of one per user. `converge` then carries out
+        each plan as usual: its per-user write finds nothing left to do, and the read-back, the
+        audit record, the metrics and the pending marker stay per user. Nothing here raises: a user
+        that cannot be planned, or a batch call that fails, is left to `converge`, whose own write
+        then fails (and is audited and retried) for exactly the users it concerns.
+        """
+        batching = [
+            name for name in self.policy.targets if isinstance(self.targets.get(name), BatchingTarget)
+        ]
+        if not batching or not user_ids:
+            return {}
+        plans = {
+            (user_id, name): plan
+            for user_id in dict.fromkeys(user_ids)
+            for name, plan in self._plan_ahead(user_id, batching).items()
+        }
+        for name in batching:
+            changes: dict[str, Sequence[str] | None] = {}
+            for (_, target_name), plan in plans.items():
+                for step in plan.changes if target_name == name else ():
+                    changes[step.username] = step.desired.setuser_rules() if step.desired else None
+            if not changes:
+                continue
+            target = self.targets[name]
+            assert isinstance(target, BatchingTarget)
+            try:
+                target.apply_batch(changes)
+            except Exception as error:
+                self.logger.warning(
+                    "batched apply failed; each user's change is applied on its own",
+                    extra={"target": name, "users": len(changes), "error": _explain(error)},
+                )
+                continue
+            self._changed_ahead.update(
+                user_id
+                for (user_id, target_name), plan in plans.items()
+                if target_name == name and plan.changes
+            )
+        return plans
+
+    def changed_ahead(self, user_id: str) -> bool:
+        """Whether this batch already changed a target for the user: its `converge` must still run
+        (it reads back and audits), however little time is left."""
+        return user_id in self._changed_ahead
+
+    def _plan_ahead(self, user_id: str, target_names: Sequence[str]) -> dict[str, TargetPlan]:
+        """The user's plan on each of these targets that could be planned (`converge` plans the
+        others again and reports why they failed)."""
+        try:
+            state = self.directory.user_state(user_id)
+            held = self.ledger.held(user_id) if state is not None else {}
+        except Exception as error:
+            self.logger.debug("not planned ahead", extra={"user_id": user_id, "error": _explain(error)})
+            return {}
+        plans: dict[str, TargetPlan] = {}
+        if state is None:
+            return plans
+        for name in target_names:
+            try:
+                plans[name] = self.plan_user(state, name, held=held.get(name, frozenset()), claim=True)
+            except Exception as error:
+                self.logger.debug(
+                    "not planned ahead", extra={"user_id": user_id, "target": name, "error": _explain(error)}
+                )
+        return plans
 
     # --- the applier's entry point -----------------------------------------------------------------
 
@@ -141,7 +227,11 @@ class SyncEngine:
             # One target's failure never stops the others. A failed write was already counted
             # (and audited) by the step that attempted it; a failed read or claim is counted here.
             try:
-                plan = self.plan_user(state, target_name, held=held.get(target_name, frozenset()), claim=True)
+                plan = self._applied_ahead.pop((user_id, target_name), None)
+                if plan is None or plan.user_version != state.version:
+                    plan = self.plan_user(
+                        state, target_name, held=held.get(target_name, frozenset()), claim=True
+                    )
             except Exception as error:
                 self._count(MetricName.APPLY_FAILURES)
                 self._target_failed(result, target_name, error)

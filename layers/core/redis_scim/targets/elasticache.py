@@ -276,7 +276,12 @@ class ElastiCacheTarget:
         if not changes:
             return
         deadline = self._deadline()
-        planned = self._plan_all(changes, deadline)
+        planned, refused = self._plan_all(changes, deadline)
+        if refused:
+            # One user that may not be changed (protected, or its id taken by a hand-made user)
+            # must not hold up the others: apply the rest, then report it.
+            self.apply_batch({name: rules for name, rules in changes.items() if name not in refused})
+            raise next(iter(refused.values()))
         group = self._wait_for_group(deadline)
         members = group.effective
         add = [
@@ -367,20 +372,33 @@ class ElastiCacheTarget:
 
     # --- internals: planning -------------------------------------------------------------------------
 
-    def _plan_all(self, changes: Mapping[str, Sequence[str] | None], deadline: float) -> list[_Planned]:
+    def _plan_all(
+        self, changes: Mapping[str, Sequence[str] | None], deadline: float
+    ) -> tuple[list[_Planned], dict[str, errors.InvalidUsername]]:
+        """The batch's users planned, and the usernames refused (with why); nothing is claimed for
+        a refused one."""
         resolved = self._resolve(list(changes), self._describe_group())
-        planned = [self._plan(username, rules, *resolved[username]) for username, rules in changes.items()]
+        planned: list[_Planned] = []
+        refused: dict[str, errors.InvalidUsername] = {}
+        for username, rules in changes.items():
+            try:
+                planned.append(self._plan(username, rules, *resolved[username]))
+            except errors.InvalidUsername as error:
+                refused[username] = error
         current = self._describe_users([plan.user_id for plan in planned])
         for plan in planned:
             plan.current = current.get(plan.user_id)
             if plan.kind == "new":
-                self._take_new_id(plan)
+                try:
+                    self._take_new_id(plan)
+                except errors.InvalidUsername as error:
+                    refused[plan.username] = error
             if plan.current is not None and plan.current.get("Status") == "deleting":
                 # Gone for the plan; re-creating it must wait until ElastiCache has let go of the id.
                 plan.current = None
                 if plan.desired is not None:
                     self._wait_until_deleted(plan.user_id, deadline)
-        return planned
+        return [plan for plan in planned if plan.username not in refused], refused
 
     def _plan(self, username: str, rules: Sequence[str] | None, user_id: str, kind: _Kind) -> _Planned:
         if username in self.config.protected_usernames:
