@@ -82,7 +82,7 @@ def compile_user(
 
     Raises `InvalidUsername` when the username template gives an unsafe or protected name.
     """
-    roles = tuple(policy.roles_for(target, group_names))
+    roles = policy.role_set(target, group_names)
     if not roles:
         return None
     config = policy.target(target)

@@ -24,6 +24,7 @@ ElastiCacheEngine = Literal["valkey", "redis"]
 
 # `default` exists on every server and on every ElastiCache user group; it is never managed.
 ALWAYS_PROTECTED = frozenset({"default"})
+ROLE_SETS_CACHED = 4096  # distinct (target, group names) whose roles a policy remembers
 
 
 @lru_cache(maxsize=4096)
@@ -119,6 +120,11 @@ class Policy:
         default_factory=dict, init=False, repr=False, compare=False
     )
     _protected: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # (target, group names) -> roles: users share a few group sets. Emptied when it grows past
+    # ROLE_SETS_CACHED so that a population of unusual group sets cannot grow it without bound.
+    _role_sets: dict[tuple[str, tuple[str, ...]], tuple[Role, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def warnings(self) -> list[str]:
@@ -151,9 +157,20 @@ class Policy:
 
     def roles_for(self, target: str, group_names: Iterable[str]) -> list[Role]:
         """The distinct roles the groups grant on `target`, sorted by role name."""
-        mapping = self._effective_group_roles(target)
-        names = {role for group in group_names for role in mapping.get(group_key(group), ())}
-        return [self.roles[name] for name in sorted(names)]
+        return list(self.role_set(target, group_names))
+
+    def role_set(self, target: str, group_names: Iterable[str]) -> tuple[Role, ...]:
+        """`roles_for` as a tuple, cached per (target, group names)."""
+        key = (target, tuple(group_names))
+        roles = self._role_sets.get(key)
+        if roles is None:
+            mapping = self._effective_group_roles(target)
+            names = {role for group in key[1] for role in mapping.get(group_key(group), ())}
+            roles = tuple(self.roles[name] for name in sorted(names))
+            if len(self._role_sets) >= ROLE_SETS_CACHED:
+                self._role_sets.clear()
+            self._role_sets[key] = roles
+        return roles
 
     def username_for(self, target: str, user: UserRecord) -> str:
         """The user's Redis username on `target`; InvalidUsername if unsafe or protected."""

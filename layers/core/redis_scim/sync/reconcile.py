@@ -198,7 +198,7 @@ class ReconcileSettings:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Compiled:
     """A user's desired ACL on one target at one Directory version, kept between runs (a warm
     Lambda recompiles only users whose version changed). `acl` is computed when first compared."""
@@ -208,7 +208,7 @@ class _Compiled:
     acl: NodeAcl | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Wanted:
     """A desired username on one target in this run."""
 
