@@ -705,6 +705,22 @@ def test_a_username_whose_id_a_hand_made_user_holds_is_refused_not_merged(
     )
 
 
+def test_a_refused_username_does_not_hold_up_the_rest_of_its_batch(
+    target: ElastiCacheTarget, policy: Policy, elasticache: Any, plane: ElastiCacheControlPlane
+) -> None:
+    hand_made(elasticache, "other", "someone-else")
+    before = len(plane.operations("modify_user_group"))
+    with pytest.raises(errors.InvalidUsername, match="taken by a user redis-scim did not create"):
+        target.apply_batch(
+            {name: rules(policy, name, "Cache Readers") for name in ("fine-1", "other", "fine-2")}
+        )
+    assert len(plane.operations("modify_user_group")) - before == 1
+    assert {"fine-1", "fine-2"} <= members(elasticache)
+    assert (
+        elasticache.describe_users(UserId="other")["Users"][0]["AccessString"] == "on ~* resetchannels +@all"
+    )
+
+
 def test_a_hand_made_user_is_never_given_rights_only_revoked(
     target: ElastiCacheTarget, policy: Policy, elasticache: Any
 ) -> None:
