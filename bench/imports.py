@@ -7,10 +7,15 @@ X-Ray SDK reads LAMBDA_TASK_ROOT: outside Lambda it builds a sampling client at 
 never builds). AWS_ENDPOINT_URL points at a closed local port: no function makes an AWS call at
 import, and one that did would fail here rather than reach AWS. The figure is the child's CPU time
 (user + system), which a busy machine inflates far less than wall time; wall time is beside it.
+
+`python -m bench.imports --python <interpreter>` measures with another interpreter (a virtual
+environment with the project installed), to compare Lambda runtimes: `python -m bench` uses its own.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
 import resource
 import statistics
@@ -40,15 +45,22 @@ ENVIRONMENT = {
 }
 
 
-def cold_import(statement: str, cwd: Path, runs: int) -> tuple[float, float]:
-    """Median (CPU ms, wall ms) of `runs` fresh interpreters running `statement` in `cwd`."""
+@functools.cache
+def python_version(python: str) -> str:
+    """`major.minor` of the interpreter at `python`, as Lambda's runtime names spell it."""
+    command = [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()  # noqa: S603
+
+
+def cold_import(python: str, statement: str, cwd: Path, runs: int) -> tuple[float, float]:
+    """Median (CPU ms, wall ms) of `runs` fresh `python` interpreters running `statement` in `cwd`."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "POWERTOOLS_"))}
     env |= ENVIRONMENT | {
         "LAMBDA_TASK_ROOT": str(cwd),
         "AWS_LAMBDA_FUNCTION_NAME": f"bench-{cwd.name}",
-        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{python_version(python)}",
     }
-    command = [sys.executable, "-c", statement]
+    command = [python, "-c", statement]
     if not QUICK:  # compile the bytecode first (quick mode: the median of 3 drops a compiling run)
         subprocess.run(command, cwd=cwd, env=env, check=True)  # noqa: S603 - our interpreter, fixed statements
     cpus, walls = [], []
@@ -63,19 +75,23 @@ def cold_import(statement: str, cwd: Path, runs: int) -> tuple[float, float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", default=sys.executable, help="interpreter to measure (default: this one)")
+    python = parser.parse_args().python
     runs = 3 if QUICK else 5
     cpu: dict[str, float] = {}
     wall: dict[str, float] = {}
     for name in FUNCTIONS:
-        cpu[name], wall[name] = cold_import("import app", ROOT / "functions" / name, runs)
-    cpu["baseline"], wall["baseline"] = cold_import(BASELINE, ROOT, runs)
-    cpu["interpreter"], wall["interpreter"] = cold_import("pass", ROOT, runs)
+        cpu[name], wall[name] = cold_import(python, "import app", ROOT / "functions" / name, runs)
+    cpu["baseline"], wall["baseline"] = cold_import(python, BASELINE, ROOT, runs)
+    cpu["interpreter"], wall["interpreter"] = cold_import(python, "pass", ROOT, runs)
     report(
         {
             "import_ms": {key: round(value) for key, value in cpu.items()},
             "import_wall_ms": {key: round(value) for key, value in wall.items()},
             "import_ms_above_baseline": {name: round(cpu[name] - cpu["baseline"]) for name in FUNCTIONS},
             "import_runs": runs,
+            "import_python": python_version(python),
         }
     )
 
