@@ -378,3 +378,35 @@ def test_the_invocation_time_left_caps_the_wait_for_a_busy_group(
     assert time.monotonic() - started < 5
     assert world.last().outcome is Outcome.FAILED and "retry later" in (world.last().reason or "")
     assert target.remaining_time is None
+
+
+class _RunningOutAfterTheGroupChange(InvocationContext):
+    """A Lambda context with plenty of time until the batch's ModifyUserGroup, then too little."""
+
+    def __init__(self, plane: ElastiCacheControlPlane) -> None:
+        super().__init__("AclApplierFunction", timeout_seconds=60)
+        self.plane = plane
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 5_000 if self.plane.operations("modify_user_group") else 60_000
+
+
+def test_users_the_batch_already_changed_are_audited_even_when_time_runs_out(
+    roomy_world: World, plane: ElastiCacheControlPlane
+) -> None:
+    world = roomy_world
+    users = [world.create_user(name) for name in NAMES[:3]]
+    for user in users:
+        world.join(user, "Cache Readers")
+    event = {
+        "Records": [
+            sqs_record(user, world.directory.user_state(user.id).version, f"m{n}")  # type: ignore[union-attr]
+            for n, user in enumerate(users)
+        ]
+    }
+
+    response = AclApplier(world.engine).handle_batch(event, _RunningOutAfterTheGroupChange(plane))
+
+    assert response["batchItemFailures"] == []
+    assert sorted(entry.user_id for entry in world.audit.entries) == sorted(user.id for user in users)
+    assert all(entry.verified for entry in world.audit.entries)

@@ -168,6 +168,12 @@ class SyncEngine:
                 continue
             target = self.targets[name]
             assert isinstance(target, BatchingTarget)
+            # Even a failed batch call may have applied part of the batch (it applies what it can).
+            self._changed_ahead.update(
+                user_id
+                for (user_id, target_name), plan in plans.items()
+                if target_name == name and plan.changes
+            )
             try:
                 target.apply_batch(changes)
             except Exception as error:
@@ -175,17 +181,11 @@ class SyncEngine:
                     "batched apply failed; each user's change is applied on its own",
                     extra={"target": name, "users": len(changes), "error": _explain(error)},
                 )
-                continue
-            self._changed_ahead.update(
-                user_id
-                for (user_id, target_name), plan in plans.items()
-                if target_name == name and plan.changes
-            )
         return plans
 
     def changed_ahead(self, user_id: str) -> bool:
-        """Whether this batch already changed a target for the user: its `converge` must still run
-        (it reads back and audits), however little time is left."""
+        """Whether this batch may already have changed a target for the user: its `converge` must
+        still run (it reads back and audits what was done), however little time is left."""
         return user_id in self._changed_ahead
 
     def _plan_ahead(self, user_id: str, target_names: Sequence[str]) -> dict[str, TargetPlan]:
