@@ -3,14 +3,17 @@ desired ACLs it gets must be exactly those of a policy compiled from scratch, us
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from redis_scim.directory import UserRecord
 from redis_scim.errors import InvalidUsername
 from redis_scim.policy import DesiredAcl, Policy, compile_user, load_policy_text
-from redis_scim.sync.reconcile import Reconciler, _DirectorySnapshot
+from redis_scim.sync.reconcile import Reconciler, _cyclic_gc_paused, _DirectorySnapshot
 
 POLICY = """\
 version: 1
@@ -133,3 +136,18 @@ def test_the_cached_compile_keeps_each_policy_and_target_apart() -> None:
     assert (prefixed.username, prefixed.roles, prefixed.password_sha256) == ("sso.bjensen", ("reader",), None)
     assert prefixed.setuser_rules() == ["reset", "on", "(resetchannels +@read +@connection ~cache:*)"]
     assert elsewhere.selectors == ("(resetchannels +@read ~other:*)",)
+
+
+def test_the_garbage_collector_is_back_as_it_was_after_compiling_even_on_an_error() -> None:
+    assert gc.isenabled()
+    with pytest.raises(InvalidUsername), _cyclic_gc_paused():
+        assert not gc.isenabled()
+        raise InvalidUsername("bad")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _cyclic_gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()
