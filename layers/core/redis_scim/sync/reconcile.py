@@ -808,17 +808,12 @@ def publish_metrics(report: ReconcileReport, put: MetricSink) -> None:
 
 
 def _act_on_ghost(target: Target, username: str, acl: NodeAcl, *, deleting: bool) -> None:
-    remove_unmanaged = getattr(target, "remove_unmanaged", None)
-    if remove_unmanaged is not None:
-        # ElastiCache acts on a user nobody manages by its user id (docs/elasticache.md): it leaves
-        # the user group, which ends its connections, and is set off, or is deleted.
-        for member in target.list_users():  # type: ignore[attr-defined]
-            if member.username == username:
-                remove_unmanaged(member.user_id, delete=deleting)
-    elif deleting:
+    """Delete a ghost, or disable it: `off` with its rules kept, so an operator who adopts the user
+    can turn it back on, then its connections cut. Every Target backend, ElastiCache included,
+    reaches an unmanaged user by its username through the port."""
+    if deleting:
         target.delete_user(username)
     else:
-        # `off` with its rules kept, so an operator who adopts the user can turn it back on.
         target.write_user(username, ghost_disabled_rules(acl))
         target.disconnect_user(username)
 
