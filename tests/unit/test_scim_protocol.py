@@ -202,9 +202,11 @@ class RacingDirectory:
         self.inner = inner
         self.conflicts = conflicts
         self.writes = 0
+        self.arguments: list[dict[str, Any]] = []
 
     def replace_user(self, user_id: str, resource: Any, **kwargs: Any) -> Any:
         self.writes += 1
+        self.arguments.append(kwargs)
         if self.conflicts:
             self.conflicts -= 1
             # A concurrent writer bumps the version, then our conditional write fails.
@@ -231,6 +233,19 @@ def test_patch_without_if_match_retries_on_conflict_and_keeps_both_writes(direct
     assert response.status == 200
     assert response.body["title"] == "mine" and response.body["nickName"] == "other writer"
     assert racing.writes == 3
+
+
+def test_put_and_patch_write_from_the_record_they_read(directory, scim_for):
+    """The Directory is handed the record the handler read, so it need not read it again."""
+    recording = RacingDirectory(directory, conflicts=0)
+    scim = scim_for(recording)
+    created = scim.post("/Users", {"userName": "once@corp.example"}).body
+    scim.patch(f"/Users/{created['id']}", [{"op": "replace", "path": "title", "value": "t"}])
+    scim.put(f"/Users/{created['id']}", {"userName": "once@corp.example"})
+    patched, replaced = recording.arguments
+    assert patched["current"].version == patched["expected_version"] == 1
+    assert "title" not in patched["current"].resource  # as read, before the PATCH
+    assert replaced["current"].version == replaced["expected_version"] == 2
 
 
 def test_patch_gives_up_with_503_after_repeated_conflicts(directory, scim_for):

@@ -6,7 +6,7 @@ import pytest
 from directory_subject import CAUSE, Subject
 
 from redis_scim import errors
-from redis_scim.directory import GroupChange, GroupRef, Member
+from redis_scim.directory import GroupChange, GroupRef, Member, UserRecord
 
 
 def _versions(subject: Subject) -> dict[str, int]:
@@ -200,6 +200,73 @@ def test_versions_and_expected_version(subject: Subject) -> None:
     subject.directory.delete_user(user.id, expected_version=2, cause=CAUSE)
     with pytest.raises(errors.NotFound):
         subject.directory.get_user(user.id)
+
+
+def _rename(
+    subject: Subject,
+    user_id: str,
+    user_name: str,
+    *,
+    expected_version: int | None,
+    current: UserRecord | None = None,
+) -> UserRecord:
+    return subject.directory.replace_user(
+        user_id,
+        {"userName": user_name},
+        expected_version=expected_version,
+        password_sha256=None,
+        keep_password=True,
+        cause=CAUSE,
+        current=current,
+    )
+
+
+def test_replace_user_from_the_record_the_caller_read(subject: Subject) -> None:
+    read = subject.user("ann", externalId="a-1")
+    replaced = subject.directory.replace_user(
+        read.id,
+        {"userName": "anne", "externalId": "a-1"},
+        expected_version=read.version,
+        password_sha256=None,
+        keep_password=True,
+        cause=CAUSE,
+        current=read,
+    )
+    assert replaced.version == 2 and replaced.created == read.created
+    assert subject.directory.get_user(read.id).resource == {"userName": "anne", "externalId": "a-1"}
+    subject.user("ann")  # the old name is free, the new one is taken
+    with pytest.raises(errors.Uniqueness):
+        subject.user("ANNE")
+
+
+def test_a_stale_record_never_overwrites_a_newer_version(subject: Subject) -> None:
+    read = subject.user("ben")
+    _rename(subject, read.id, "benjamin", expected_version=None)  # another writer, after our read
+    with pytest.raises(errors.VersionConflict):
+        _rename(subject, read.id, "benny", expected_version=read.version, current=read)
+    assert subject.directory.get_user(read.id).user_name == "benjamin"
+
+
+def test_a_stale_record_without_an_expected_version_is_read_again(subject: Subject) -> None:
+    read = subject.user("cy")
+    _rename(subject, read.id, "cyrus", expected_version=None)
+    # Moving from the name the stale record holds would free a guard this user no longer owns,
+    # and claiming the name another writer already gave it is no conflict with anyone.
+    kept = _rename(subject, read.id, "cyrus", expected_version=None, current=read)
+    assert kept.version == 3 and kept.user_name == "cyrus"
+    renamed = _rename(subject, read.id, "cyril", expected_version=None, current=read)
+    assert renamed.version == 4
+    subject.user("cy")
+    subject.user("cyrus")  # freed by the last rename, though the record passed named "cy"
+    with pytest.raises(errors.Uniqueness):
+        subject.user("Cyril")
+
+
+def test_a_record_deleted_since_it_was_read_is_not_found(subject: Subject) -> None:
+    read = subject.user("dee")
+    subject.directory.delete_user(read.id, expected_version=None, cause=CAUSE)
+    with pytest.raises(errors.NotFound):
+        _rename(subject, read.id, "deedee", expected_version=None, current=read)
 
 
 def test_delete_user_frees_names_and_leaves_a_tombstone(subject: Subject) -> None:

@@ -122,12 +122,24 @@ def test_calls_per_operation(directory: DynamoDirectory, dynamodb_client: Any) -
             keep_password=True,
             cause=CAUSE,
         )
+    read = directory.get_user(user.id)
+    with counting(dynamodb_client) as replace_read:
+        directory.replace_user(
+            user.id,
+            {"userName": "alice", "externalId": "a", "title": "y"},
+            expected_version=read.version,
+            password_sha256=None,
+            keep_password=True,
+            cause=CAUSE,
+            current=read,
+        )
     with counting(dynamodb_client) as get:
         directory.get_user(user.id)
     with counting(dynamodb_client) as lookup:
         directory.search_users(lookup=("userName", "ALICE"), predicate=None, start_index=1, count=1)
     assert post == {"TransactWriteItems": 1}
     assert replace == {"GetItem": 1, "UpdateItem": 1}  # no guard moved: no transaction needed
+    assert replace_read == {"UpdateItem": 1}  # the caller's record stands for the read
     assert get == {"GetItem": 1}
     assert lookup == {"GetItem": 2}
 

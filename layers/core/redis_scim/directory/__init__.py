@@ -197,9 +197,14 @@ class Directory(Protocol):
         password_sha256: str | None,
         keep_password: bool,
         cause: Cause,
+        current: UserRecord | None = None,
     ) -> UserRecord:
         """Replace the user's attributes. The password hash is kept when `keep_password`,
-        otherwise set to `password_sha256` (which may be None to clear it)."""
+        otherwise set to `password_sha256` (which may be None to clear it).
+
+        `current` is the user as the caller last read it (at `expected_version`, when that is
+        given). A store that reads the user before writing starts from it instead; the write still
+        lands only if the user has not changed since, and otherwise the store reads it again."""
         ...
 
     def delete_user(self, user_id: str, *, expected_version: int | None, cause: Cause) -> None:

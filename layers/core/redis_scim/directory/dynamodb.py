@@ -275,10 +275,12 @@ class DynamoDirectory:
         password_sha256: str | None,
         keep_password: bool,
         cause: Cause,
+        current: UserRecord | None = None,
     ) -> UserRecord:
         resource = clean_resource("User", resource)
         for _ in range(MAX_ATTEMPTS):
-            current = self.get_user(user_id)
+            if current is None:
+                current = self.get_user(user_id)
             if expected_version is not None and expected_version != current.version:
                 raise version_conflict("User", user_id, expected_version, current.version)
             now, version = utc_now(), current.version + 1
@@ -308,8 +310,12 @@ class DynamoDirectory:
             try:
                 self._write([update, *moves])
             except _Cancelled as cancelled:
-                self._raise_for_claims("User", cancelled, new_claims, offset=1 + len(moves) - len(new_claims))
+                if not cancelled.failed(0):  # the record was current, so a refused claim is taken
+                    self._raise_for_claims(
+                        "User", cancelled, new_claims, offset=1 + len(moves) - len(new_claims)
+                    )
                 self._pause()  # a concurrent writer: read again (VersionConflict if one was expected)
+                current = None
                 continue
             self._publish([UserChange(user_id, version, cause)])
             return UserRecord(user_id, version, current.created, now, resource, password)

@@ -119,6 +119,7 @@ class MemoryDirectory:
         password_sha256: str | None,
         keep_password: bool,
         cause: Cause,
+        current: UserRecord | None = None,  # not needed: the stored record costs nothing to read
     ) -> UserRecord:
         resource = clean_resource("User", resource)
         with self._lock:

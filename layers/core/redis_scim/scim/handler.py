@@ -220,6 +220,7 @@ class ScimHandler:
                 password_sha256=sha256_password(password) if password is not None else None,
                 keep_password=password is None,
                 cause=cause,
+                current=current,
             )
 
         record = self._read_modify_write(request, lambda: self.directory.get_user(user_id), replace)
@@ -242,6 +243,7 @@ class ScimHandler:
                 password_sha256=sha256_password(result.password) if result.password is not None else None,
                 keep_password=not result.password_changed,
                 cause=cause,
+                current=current,
             )
 
         record = self._read_modify_write(request, lambda: self.directory.get_user(user_id), patch)
