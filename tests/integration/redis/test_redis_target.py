@@ -217,6 +217,35 @@ def test_reads_are_chunked_and_still_return_every_user(
         target.close()
 
 
+def test_a_batch_writes_and_deletes_many_users_on_every_node_in_chunks(
+    deployment: Deployment, unique_username: Callable[[str], str]
+) -> None:
+    names = [unique_username(f"batch{index}") for index in range(7)]
+    target = deployment.target()
+    try:
+        for name in names[5:]:
+            target.write_user(name, user_rules())
+        reader_only = ["on", f"#{PASSWORD_HASH}", f"({READER})"]  # no `reset`: the batch adds it
+        changes: dict[str, list[str] | None] = {name: reader_only for name in names[:5]}
+        changes |= dict.fromkeys(names[5:])
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("redis_scim.targets.redis.WRITE_CHUNK", 2)  # 7 commands: 4 round trips
+            target.apply_batch(changes)
+
+        read = target.read_users(names)
+        expected = target.canonical(["reset", *reader_only])
+        for address, admin in deployment.admins.items():
+            assert all(read[name][address] == expected for name in names[:5])
+            assert all(read[name][address] is None for name in names[5:])
+            assert dryrun(admin, names[0], "GET", "cache:1")
+            assert not dryrun(admin, names[0], "SET", "sessions:1", "v")
+    finally:
+        for admin in deployment.admins.values():
+            admin.execute_command("ACL", "DELUSER", *names)
+        target.close()
+
+
 def test_off_plus_disconnect_drops_live_sessions_on_every_node_and_blocks_new_logins(
     deployment: Deployment, target: RedisTarget, username: str
 ) -> None:

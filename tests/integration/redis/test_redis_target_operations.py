@@ -148,6 +148,7 @@ def test_a_node_that_is_down_is_named_and_the_other_nodes_still_get_the_change(
         lambda: target.read_users([username]),
         lambda: target.verify_revoked(username, deleted=True),
         lambda: target.delete_user(username),
+        lambda: target.apply_batch({username: RULES}),
     ):
         with pytest.raises(TargetUnavailable):
             operation()
@@ -156,6 +157,22 @@ def test_a_node_that_is_down_is_named_and_the_other_nodes_still_get_the_change(
     down.start()
     target.write_user(username, RULES)
     assert user_exists(down, username)
+    target.close()
+
+
+def test_a_batch_command_the_server_refuses_fails_the_batch_but_not_the_rest_of_it(
+    start_server: ServerFactory, unique_username: Callable[[str], str]
+) -> None:
+    server = start_server()
+    good, bad = unique_username("good"), unique_username("bad")
+    target = RedisTarget("t", server.url)
+
+    with pytest.raises(TargetUnavailable, match="1 of the batch's commands failed") as raised:
+        target.apply_batch({bad: ["on", "+no-such-command"], good: RULES})
+
+    assert raised.value.nodes == [server.address]
+    assert user_exists(server, good)
+    assert not user_exists(server, bad)
     target.close()
 
 
@@ -314,10 +331,13 @@ def test_the_controller_itself_and_default_are_never_changed(start_server: Serve
             target.delete_user(username)
         with pytest.raises(InvalidUsername):
             target.disconnect_user(username)
+        with pytest.raises(InvalidUsername):  # refused before anything of the batch is written
+            target.apply_batch({"scim-user": ["on", "nopass"], username: None})
     target.close()
     with server.client() as admin:
         assert "on" in admin.acl_getuser(CONTROLLER)["flags"]
         assert "on" in admin.acl_getuser("default")["flags"]
+        assert admin.acl_getuser("scim-user") is None
 
 
 def test_urls_must_be_redis_or_rediss() -> None:

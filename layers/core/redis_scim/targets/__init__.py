@@ -8,6 +8,7 @@ replicas, or a Redis Cluster), checked by `tests/integration/redis/test_redis_ta
 Rules every implementation follows:
 - A write is a desired-state write: `write_user(name, rules)` leaves the user with exactly `rules`
   (`reset` first), whatever it had before, so retrying a whole user write is always safe.
+  `apply_batch` is the same for many users at once.
 - Every mutating call is attempted on *every* node, even after one node failed; then, if any node
   failed, `TargetUnavailable` is raised naming each failed node and the nodes that were done.
 - Reads return every node: `read_users` maps each requested username to every node of `nodes()`,
@@ -125,6 +126,12 @@ class Target(Protocol):
 
     def delete_user(self, username: str) -> None:
         """Remove the user on every node (closing its connections); absent is fine."""
+        ...
+
+    def apply_batch(self, changes: Mapping[str, Sequence[str] | None]) -> None:
+        """Many users' `write_user` (rules) or `delete_user` (None) in as few round trips as the
+        target allows (one pipelined stream per Redis node, one ModifyUserGroup per user group).
+        May have applied part of the batch when it raises."""
         ...
 
     def disconnect_user(self, username: str) -> int:

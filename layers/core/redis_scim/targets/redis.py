@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 READ_CHUNK = 500  # GETUSERs per pipeline round trip: bounded memory, no long server stall
+WRITE_CHUNK = 1_000  # SETUSER/DELUSERs per pipeline round trip of a batch
 DISCOVERY_TTL = 60.0  # seconds before the node list is re-read (cluster topology can change)
 DEFAULT_PORT = 6379
 MAX_PARALLEL_NODES = 16
@@ -119,7 +120,26 @@ def node_acl_from_getuser(reply: Any, shared: dict[Any, Any] | None = None) -> N
     """
     if reply is None:
         return None
-    intern: dict[Any, Any] = {} if shared is None else shared
+    if shared is None:
+        return _parse_getuser(reply, {})
+    # Users holding the same roles differ only in their password hashes: parse each shape once.
+    fields = _as_map(reply)
+    hashes = frozenset(str(hashed) for hashed in fields.pop("passwords", []))
+    shape = ("GETUSER", repr(fields))  # the reply is strings, lists and maps: its repr is its identity
+    parsed = shared.get(shape)
+    if parsed is None:
+        parsed = shared[shape] = _parse_getuser(fields, shared)
+    return NodeAcl(
+        enabled=parsed.enabled,
+        password_hashes=hashes,
+        nopass=parsed.nopass,
+        root=parsed.root,
+        selectors=parsed.selectors,
+        flags=parsed.flags,
+    )
+
+
+def _parse_getuser(reply: Any, intern: dict[Any, Any]) -> NodeAcl:
     fields = _as_map(reply)
     flags = {str(flag) for flag in fields.pop("flags", [])}
     hashes = frozenset(str(hashed) for hashed in fields.pop("passwords", []))
@@ -418,11 +438,45 @@ class RedisTarget:
 
     def write_user(self, username: str, rules: Sequence[str]) -> None:
         self._check_not_own(username)
-        full = list(rules) if rules and rules[0].lower() == "reset" else ["reset", *rules]
+        full = _with_reset(rules)
         self._on_every_node(lambda _, client: client.execute_command("ACL", "SETUSER", username, *full))
         logger.info(
             "acl user written",
             extra={"target": self.name, "redis_username": username, "rules": _redacted(full)},
+        )
+
+    def apply_batch(self, changes: Mapping[str, Sequence[str] | None]) -> None:
+        """Write (rules) or delete (None) many users on every node: one pipelined stream per node,
+        `WRITE_CHUNK` commands per round trip. Raises `TargetUnavailable` naming each node where any
+        command failed (the others of the stream were still applied) and `InvalidUsername`, before
+        writing anything, when a name is never managed by redis-scim."""
+        for username in changes:
+            self._check_not_own(username)
+        commands = [
+            ("ACL", "DELUSER", username)
+            if rules is None
+            else ("ACL", "SETUSER", username, *_with_reset(rules))
+            for username, rules in changes.items()
+        ]
+
+        def write(_: str, client: redis.Redis) -> None:
+            for start in range(0, len(commands), WRITE_CHUNK):
+                pipe = client.pipeline(transaction=False)
+                for command in commands[start : start + WRITE_CHUNK]:
+                    pipe.execute_command(*command)
+                replies = pipe.execute(raise_on_error=False)
+                failed = [reply for reply in replies if isinstance(reply, Exception)]
+                if failed:
+                    raise redis.ResponseError(f"{len(failed)} of the batch's commands failed: {failed[0]}")
+
+        self._on_every_node(write)
+        logger.info(
+            "acl users written",
+            extra={
+                "target": self.name,
+                "written": sum(rules is not None for rules in changes.values()),
+                "deleted": sum(rules is None for rules in changes.values()),
+            },
         )
 
     def delete_user(self, username: str) -> None:
@@ -568,6 +622,11 @@ def _client_users(clients: Any) -> Iterable[str]:
         return
     for entry in clients:
         yield str(entry.get("user", ""))
+
+
+def _with_reset(rules: Sequence[str]) -> list[str]:
+    """The rules as a desired-state write: `reset` first, whatever the user had before."""
+    return list(rules) if rules and rules[0].lower() == "reset" else ["reset", *rules]
 
 
 def _redacted(rules: Sequence[str]) -> str:
