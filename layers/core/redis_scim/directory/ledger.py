@@ -92,6 +92,7 @@ class MemoryLedger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._names: dict[tuple[str, str], Ownership] = {}
+        self._held: dict[str, set[tuple[str, str]]] = {}  # user id -> its unreleased (target, username)
 
     def claim(self, target: str, username: str, user_id: str, *, replacing: str | None = None) -> Ownership:
         with self._lock:
@@ -100,7 +101,10 @@ class MemoryLedger:
                 return current
             if current is None or current.released or current.user_id in (user_id, replacing):
                 claimed = Ownership(target, username, user_id, released=False, claimed_at=utc_now())
+                if current is not None:
+                    self._held.get(current.user_id, set()).discard((target, username))
                 self._names[(target, username)] = claimed
+                self._held.setdefault(user_id, set()).add((target, username))
                 return claimed
             return current
 
@@ -110,14 +114,14 @@ class MemoryLedger:
             if current is None or current.user_id != user_id or current.released:
                 return False
             self._names[(target, username)] = replace(current, released=True, released_at=utc_now())
+            self._held.get(user_id, set()).discard((target, username))
             return True
 
     def held(self, user_id: str) -> dict[str, frozenset[str]]:
         with self._lock:
             names: dict[str, set[str]] = {}
-            for entry in self._names.values():
-                if entry.user_id == user_id and not entry.released:
-                    names.setdefault(entry.target, set()).add(entry.username)
+            for target, username in self._held.get(user_id, ()):
+                names.setdefault(target, set()).add(username)
         return {target: frozenset(usernames) for target, usernames in names.items()}
 
     def owner(self, target: str, username: str) -> Ownership | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -54,7 +54,7 @@ class TargetConfig:
     # target, `[]` removes the group here; groups not named inherit the top-level mapping.
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
-    @property
+    @cached_property  # asked once per user and target by the engine
     def protected_usernames(self) -> frozenset[str]:
         """Users the system never creates, changes or deletes on this target."""
         return ALWAYS_PROTECTED | frozenset(self.allow)
@@ -78,7 +78,7 @@ class RedisTargetConfig(TargetConfig):
         """The ACL user the controller connects as (from `url`), or None for `default`."""
         return urlsplit(self.url).username or None
 
-    @property
+    @cached_property
     def protected_usernames(self) -> frozenset[str]:
         own = self.controller_username
         return super().protected_usernames | ({own} if own else set())
