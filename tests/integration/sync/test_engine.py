@@ -7,6 +7,9 @@ map the Writers group.
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import redis
 from sync_world import PASSWORD, Node, World, password_sha256
 
@@ -314,3 +317,93 @@ def test_a_name_released_by_a_deleted_user_waits_for_its_deprovisioning(world: W
     assert world.converge(new.id).cleared
     for node in world.main_nodes:
         assert node.can_login(new.user_name, PASSWORD)
+
+
+def _round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every command or pipeline any client sends from now on, by name."""
+    sent: list[str] = []
+    send_command, send_pipeline = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+    def command(self: redis.Redis, *args: Any, **options: Any) -> Any:
+        sent.append(" ".join(str(arg) for arg in args[:2]))
+        return send_command(self, *args, **options)
+
+    def pipeline(self: redis.client.Pipeline, *args: Any, **options: Any) -> Any:
+        sent.append("pipeline")
+        return send_pipeline(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", command)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", pipeline)
+    return sent
+
+
+def test_a_batch_converges_many_users_in_a_few_round_trips_each_audited_on_its_own(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = [world.create_user(f"bulk{index}") for index in range(20)]
+    for index, user in enumerate(users):
+        world.join(user.id, "Writers" if index % 2 else "Readers")
+    sent = _round_trips(monkeypatch)
+
+    with world.engine.batch([user.id for user in users]):
+        ahead = len(sent)
+        results = [world.converge(user.id) for user in users]
+        assert sent[ahead:] == []  # each user's converge found its write already made and read back
+
+    assert all(result.cleared and not result.failures for result in results)
+    # Per target: nodes, one read, one write, one read-back (+ normalizing each distinct role set),
+    # then one save: not a round trip per user.
+    assert len(sent) < 30
+    for user in users:
+        records = world.history(user.id)
+        assert [(r.target, r.action, r.outcome, r.verified) for r in records if r.target == "main"] == [
+            ("main", Action.CREATE, Outcome.APPLIED, True)
+        ]
+        assert verify_chain(records).ok
+        for node in world.main_nodes:
+            assert node.can_login(user.user_name, PASSWORD)
+
+
+def test_a_failed_batch_write_leaves_each_user_to_fail_and_be_audited_on_its_own(world: World) -> None:
+    users = [world.create_user(f"bulkdown{index}") for index in range(3)]
+    for user in users:
+        world.join(user.id, "Readers")
+    replica = world.nodes["replica"]
+    replica.stop()
+    try:
+        with world.engine.batch([user.id for user in users]):
+            for user in users:
+                try:
+                    world.converge(user.id)
+                except errors.SyncIncomplete as failure:
+                    assert set(failure.failures) == {"main"}
+                else:
+                    raise AssertionError("a node of `main` is down: the user cannot converge there")
+    finally:
+        replica.start()
+    for user in users:
+        assert world.directory.user_state(user.id).pending is True  # type: ignore[union-attr]
+        # The node could not even be read: nothing was written there, so nothing is audited for it.
+        assert [r.target for r in world.history(user.id)] == ["second"]
+
+    with world.engine.batch([user.id for user in users]):
+        assert all(world.converge(user.id).cleared for user in users)
+    for node in world.main_nodes:
+        assert all(node.can_login(user.user_name, PASSWORD) for user in users)
+
+
+def test_a_disabled_user_in_a_batch_still_has_its_sessions_cut_and_verified(world: World) -> None:
+    user = world.create_user("bulkoff")
+    world.join(user.id, "Readers")
+    world.converge(user.id)
+    sessions = [node.login(user.user_name, PASSWORD) for node in world.main_nodes]
+    world.set_active(user, False)
+
+    with world.engine.batch([user.id]):
+        world.converge(user.id)
+
+    for session in sessions:
+        with pytest.raises(redis.ConnectionError):
+            session.ping()
+    last = [r for r in world.history(user.id) if r.target == "main"][-1]
+    assert (last.action, last.outcome, last.verified) == (Action.DISABLE, Outcome.APPLIED, True)

@@ -81,8 +81,8 @@ class AclApplier:
     def handle_batch(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         """An SQS event in, `{"batchItemFailures": [...]}` out (ReportBatchItemFailures).
 
-        Targets are persisted once per batch, after every record, and the batch's users' changes on
-        ElastiCache targets are applied up front with one ModifyUserGroup per group (see
+        The batch's users' changes are applied up front, one pipelined write per Redis node and one
+        ModifyUserGroup per ElastiCache group, and targets are persisted once per batch (see
         `SyncEngine.batch`); ElastiCache waits are capped by the invocation's remaining time minus
         `reserve_ms`. A record not started while at least `reserve_ms` of the invocation remained
         is reported as failed without being tried (unless the batch already changed its user: then
@@ -92,7 +92,8 @@ class AclApplier:
         self._context = context
         budgets = self._lend_time_budget(context)
         try:
-            with self.engine.batch(_user_ids(event)):
+            # Out of time already: nothing is applied ahead, so every record is left for redelivery.
+            with self.engine.batch([] if self._out_of_time() else _user_ids(event)):
                 response = process_partial_response(
                     event=event, record_handler=self.handle_record, processor=self.processor, context=context
                 )

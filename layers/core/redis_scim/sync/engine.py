@@ -6,6 +6,11 @@ plans (`plan_user`: desired ACL, ownership ledger, what every node has) and appl
 (`apply_plan`: write on every node, cut sessions, read back, audit). The pending-sync marker is
 cleared only when every target converged and only if the applied version is still the latest.
 
+Many users (`batch(user_ids)`: an SQS batch, a bulk apply) are read, planned, written and read back
+together, a few round trips per target for the whole batch; each user's `converge` then takes its
+part and verifies, audits and clears its marker on its own. The state a batch read is the user's
+current state for that batch; a change made meanwhile has its own message (and keeps the marker).
+
 Audit policy: one record per username changed per target (create, update, disable, delete), one
 per rejection (invalid or colliding username), one per failed write; a target that already matched
 gets no record (a level-triggered system re-checks constantly; "nothing to do" is not a change).
@@ -15,11 +20,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from redis_scim import errors
 from redis_scim.audit import Action, AuditEntry, AuditRecord, Outcome
@@ -29,18 +34,10 @@ from redis_scim.directory.rules import MetricsSink
 from redis_scim.observability import MetricName
 from redis_scim.policy import DesiredAcl, Policy, compile_user
 from redis_scim.sync.plan import Rejection, Step, TargetPlan, describe_nodes, plan_target
-from redis_scim.targets import Target
+from redis_scim.targets import NodeAcl, Target
 
 USERNAME_COLLISIONS = "UsernameCollisions"
 REJECTED_USERNAMES = "UsernamesRejected"
-
-
-@runtime_checkable
-class BatchingTarget(Protocol):
-    """A target that applies many users' changes in one call (`ElastiCacheTarget`: one
-    ModifyUserGroup). `changes`: username -> desired `ACL SETUSER` rules, None to delete."""
-
-    def apply_batch(self, changes: Mapping[str, Sequence[str] | None]) -> None: ...
 
 
 class AuditSink(Protocol):
@@ -107,27 +104,32 @@ class SyncEngine:
         self.logger = logger or logging.getLogger(__name__)
         self.clock = clock
         self._deferred_persistence: set[str] | None = None
+        # What `batch` read, planned, applied and read back ahead: user id -> its state and held
+        # usernames, (user id, target) -> plan, (target, username) -> its ACL on every node after
+        # the batch's write. `converge` takes each user's part (once).
+        self._states_ahead: dict[str, tuple[UserState | None, dict[str, frozenset[str]]]] = {}
         self._applied_ahead: dict[tuple[str, str], TargetPlan] = {}
+        self._read_back_ahead: dict[tuple[str, str], dict[str, NodeAcl | None]] = {}
         self._changed_ahead: set[str] = set()
 
     @contextmanager
     def batch(self, user_ids: Sequence[str] = ()) -> Iterator[None]:
-        """Persist each target touched inside the block once, at its end, instead of after every user.
+        """Converge many users for the price of a few round trips: `user_ids` (the users the block
+        will converge) are planned and applied ahead, and every target touched inside the block is
+        persisted once, at its end, instead of after every user.
 
         `ACL SAVE` and `CONFIG REWRITE` rewrite the node's whole user list (and fsync), so per-user
         persistence costs O(users on the node) per change. The ACL changes themselves are live
         immediately; only durability across a restart waits for the end of the batch. A failed
         persist raises after every touched target was tried, so the batch is retried.
-
-        `user_ids` (the users the block will converge): their changes on batching targets are
-        applied first, all at once (see `_apply_ahead`).
         """
         self._deferred_persistence = set()
         try:
-            self._applied_ahead = self._apply_ahead(user_ids)
+            self._apply_ahead(user_ids)
             yield
         finally:
-            self._applied_ahead, self._changed_ahead = {}, set()
+            self._states_ahead, self._applied_ahead, self._read_back_ahead = {}, {}, {}
+            self._changed_ahead = set()
             touched, self._deferred_persistence = self._deferred_persistence, None
             failures: list[BaseException] = []
             for name in sorted(touched):
@@ -138,76 +140,78 @@ class SyncEngine:
             if failures:
                 raise failures[0]
 
-    def _apply_ahead(self, user_ids: Sequence[str]) -> dict[tuple[str, str], TargetPlan]:
-        """Plan these users on every batching target and apply all their changes with one call per
-        target; return the plans (with what each target had before), keyed by (user id, target).
+    def _apply_ahead(self, user_ids: Sequence[str]) -> None:
+        """Plan these users on every target with one read per target, apply all their changes with
+        one `apply_batch` per target, and read the written users back with one more read.
 
-        An ElastiCache user-group change takes seconds to settle and the group accepts one at a
-        time, so one ModifyUserGroup per batch instead of one per user. `converge` then carries out
-        each plan as usual: its per-user write finds nothing left to do, and the read-back, the
-        audit record, the metrics and the pending marker stay per user. Nothing here raises: a user
-        that cannot be planned, or a batch call that fails, is left to `converge`, whose own write
-        then fails (and is audited and retried) for exactly the users it concerns.
+        `converge` then carries out each plan as usual, from these results: a step whose read-back
+        already shows the desired ACL on every node needs no round trip of its own; any other step
+        (a disabled user's sessions to cut, a deletion to verify, a write that did not land) is
+        done and checked one user at a time. The audit record, the metrics and the pending marker
+        stay per user. Nothing here raises: a user that cannot be planned, or a batch call that
+        fails, is left to `converge`, which then fails (and audits, and retries) for exactly the
+        users it concerns.
         """
-        batching = [
-            name for name in self.policy.targets if isinstance(self.targets.get(name), BatchingTarget)
-        ]
-        if not batching or not user_ids:
-            return {}
-        plans = {
-            (user_id, name): plan
-            for user_id in dict.fromkeys(user_ids)
-            for name, plan in self._plan_ahead(user_id, batching).items()
-        }
-        for name in batching:
-            changes: dict[str, Sequence[str] | None] = {}
-            for (_, target_name), plan in plans.items():
-                for step in plan.changes if target_name == name else ():
-                    changes[step.username] = step.desired.setuser_rules() if step.desired else None
+        if not user_ids:
+            return
+        for user_id in dict.fromkeys(user_ids):
+            try:
+                state = self.directory.user_state(user_id)
+                self._states_ahead[user_id] = (state, self.ledger.held(user_id) if state else {})
+            except Exception as error:
+                self.logger.debug("not planned ahead", extra={"user_id": user_id, "error": _explain(error)})
+        known = [(state, held) for state, held in self._states_ahead.values() if state is not None]
+        for name in self.policy.targets:
+            plans = self._plan_ahead(name, known)
+            self._applied_ahead.update(((plan.user_id, name), plan) for plan in plans)
+            changes: dict[str, Sequence[str] | None] = {
+                step.username: step.desired.setuser_rules() if step.desired else None
+                for plan in plans
+                for step in plan.changes
+            }
             if not changes:
                 continue
+            # Even a failed batch call may have applied part of the batch.
+            self._changed_ahead.update(plan.user_id for plan in plans if plan.changes)
             target = self.targets[name]
-            assert isinstance(target, BatchingTarget)
-            # Even a failed batch call may have applied part of the batch (it applies what it can).
-            self._changed_ahead.update(
-                user_id
-                for (user_id, target_name), plan in plans.items()
-                if target_name == name and plan.changes
-            )
             try:
                 target.apply_batch(changes)
+                written = [username for username, rules in changes.items() if rules is not None]
+                read_back = target.read_users(written) if written else {}
             except Exception as error:
                 self.logger.warning(
                     "batched apply failed; each user's change is applied on its own",
                     extra={"target": name, "users": len(changes), "error": _explain(error)},
                 )
-        return plans
+                continue
+            self._read_back_ahead.update(((name, username), acls) for username, acls in read_back.items())
+            if self._deferred_persistence is not None:
+                self._deferred_persistence.add(name)
+
+    def _plan_ahead(
+        self, target_name: str, users: Iterable[tuple[UserState, dict[str, frozenset[str]]]]
+    ) -> list[TargetPlan]:
+        """The plans of the users that could be planned on this target (`converge` plans the
+        others again and reports why they failed)."""
+        wants: list[_Want] = []
+        for state, held in users:
+            try:
+                wants.append(self._want(state, target_name, held.get(target_name, frozenset()), claim=True))
+            except Exception as error:
+                self.logger.debug(
+                    "not planned ahead",
+                    extra={"user_id": state.user_id, "target": target_name, "error": _explain(error)},
+                )
+        try:
+            return self._plans(target_name, wants)
+        except Exception as error:
+            self.logger.debug("not planned ahead", extra={"target": target_name, "error": _explain(error)})
+            return []
 
     def changed_ahead(self, user_id: str) -> bool:
         """Whether this batch may already have changed a target for the user: its `converge` must
         still run (it reads back and audits what was done), however little time is left."""
         return user_id in self._changed_ahead
-
-    def _plan_ahead(self, user_id: str, target_names: Sequence[str]) -> dict[str, TargetPlan]:
-        """The user's plan on each of these targets that could be planned (`converge` plans the
-        others again and reports why they failed)."""
-        try:
-            state = self.directory.user_state(user_id)
-            held = self.ledger.held(user_id) if state is not None else {}
-        except Exception as error:
-            self.logger.debug("not planned ahead", extra={"user_id": user_id, "error": _explain(error)})
-            return {}
-        plans: dict[str, TargetPlan] = {}
-        if state is None:
-            return plans
-        for name in target_names:
-            try:
-                plans[name] = self.plan_user(state, name, held=held.get(name, frozenset()), claim=True)
-            except Exception as error:
-                self.logger.debug(
-                    "not planned ahead", extra={"user_id": user_id, "target": name, "error": _explain(error)}
-                )
-        return plans
 
     # --- the applier's entry point -----------------------------------------------------------------
 
@@ -218,17 +222,21 @@ class SyncEngine:
         the message is retried) and the pending marker stays. A rejected username is final: it is
         audited, counted, and the marker is cleared (retrying cannot help).
         """
-        state = self.directory.user_state(user_id)
+        ahead = self._states_ahead.pop(user_id, None)
+        if ahead is None:
+            state = self.directory.user_state(user_id)
+            held = self.ledger.held(user_id) if state is not None else {}
+        else:
+            state, held = ahead
         result = Convergence(user_id, state.version if state else None)
         if state is None:
             return result
-        held = self.ledger.held(user_id)
         for target_name in self.policy.targets:
             # One target's failure never stops the others. A failed write was already counted
             # (and audited) by the step that attempted it; a failed read or claim is counted here.
             try:
-                plan = self._applied_ahead.pop((user_id, target_name), None)
-                if plan is None or plan.user_version != state.version:
+                plan = self._applied_ahead.pop((user_id, target_name), None) if ahead else None
+                if plan is None:
                     plan = self.plan_user(
                         state, target_name, held=held.get(target_name, frozenset()), claim=True
                     )
@@ -272,34 +280,44 @@ class SyncEngine:
         to a user being deprovisioned or renamed (retry later), and whatever the target raises
         when a node cannot be read.
         """
-        target = self.targets[target_name]
-        config = self.policy.target(target_name)
         if held is None:
             held = self.ledger.held(state.user_id).get(target_name, frozenset())
+        return self._plans(target_name, [self._want(state, target_name, held, claim=claim)])[0]
+
+    def _want(self, state: UserState, target_name: str, held: frozenset[str], *, claim: bool) -> _Want:
+        """What the user wants on the target and which usernames there it holds (before reading it)."""
         desired, rejection = self._desired(state, target_name, claim=claim)
-        protected = config.protected_usernames
+        protected = self.policy.target(target_name).protected_usernames
         kept = frozenset(name for name in held if name not in protected)
         if kept != held:
             self.logger.warning(
                 "allow-listed usernames held by a SCIM user are left untouched",
                 extra={"user_id": state.user_id, "target": target_name, "usernames": sorted(held - kept)},
             )
-        names = sorted(kept | ({desired.username} if desired else set()))
+        return _Want(state, desired, rejection, kept)
+
+    def _plans(self, target_name: str, wants: Sequence[_Want]) -> list[TargetPlan]:
+        """The users' plans on the target, from one read of every username they concern."""
+        target = self.targets[target_name]
+        names = sorted({name for want in wants for name in want.usernames})
         # Nothing wanted and nothing held here: the target is not even contacted (it may be down).
         nodes = tuple(target.nodes()) if names else ()
         actual = target.read_users(names) if names else {}
-        return plan_target(
-            target=target_name,
-            user_id=state.user_id,
-            user_version=state.version,
-            nodes=nodes,
-            desired=desired,
-            desired_acl=target.canonical(desired.setuser_rules()) if desired else None,
-            held=kept,
-            actual=actual,
-            stale_reason=self._stale_reason(state, desired, rejection),
-            rejection=rejection,
-        )
+        return [
+            plan_target(
+                target=target_name,
+                user_id=want.state.user_id,
+                user_version=want.state.version,
+                nodes=nodes,
+                desired=want.desired,
+                desired_acl=target.canonical(want.desired.setuser_rules()) if want.desired else None,
+                held=want.held,
+                actual=actual,
+                stale_reason=self._stale_reason(want.state, want.desired, want.rejection),
+                rejection=want.rejection,
+            )
+            for want in wants
+        ]
 
     def _desired(
         self, state: UserState, target_name: str, *, claim: bool
@@ -418,14 +436,15 @@ class SyncEngine:
                 verified = target.verify_revoked(step.username, deleted=True)
                 after = None
             else:
-                target.write_user(step.username, step.desired.setuser_rules())
-                if not step.desired.enabled:
-                    target.disconnect_user(step.username)
                 expected = target.canonical(step.desired.setuser_rules())
-                read_back = target.read_users([step.username]).get(step.username, {})
-                verified = len(read_back) == len(plan.nodes) and all(
-                    acl == expected for acl in read_back.values()
-                )
+                read_back = self._read_back_ahead.pop((plan.target, step.username), {})
+                verified = _matches(read_back, expected, plan.nodes)
+                if not (verified and step.desired.enabled):
+                    target.write_user(step.username, step.desired.setuser_rules())
+                    if not step.desired.enabled:
+                        target.disconnect_user(step.username)
+                    read_back = target.read_users([step.username]).get(step.username, {})
+                    verified = _matches(read_back, expected, plan.nodes)
                 if not step.desired.enabled:
                     verified = verified and target.verify_revoked(step.username, deleted=False)
                 after = describe_nodes(read_back) or step.desired.describe()
@@ -536,6 +555,26 @@ class SyncEngine:
     def _count(self, name: str) -> None:
         if self.metrics is not None:
             self.metrics.add_metric(name=name, unit="Count", value=1)
+
+
+@dataclass(frozen=True)
+class _Want:
+    """One user's wish on one target before the target is read: the desired ACL (or why it is
+    rejected) and the usernames the ledger says it holds there."""
+
+    state: UserState
+    desired: DesiredAcl | None
+    rejection: Rejection | None
+    held: frozenset[str]
+
+    @property
+    def usernames(self) -> frozenset[str]:
+        return self.held | ({self.desired.username} if self.desired else frozenset())
+
+
+def _matches(read_back: Mapping[str, NodeAcl | None], expected: NodeAcl, nodes: Sequence[str]) -> bool:
+    """Every node of the plan reports exactly the expected ACL."""
+    return len(read_back) == len(nodes) and all(acl == expected for acl in read_back.values())
 
 
 def _explain(error: BaseException) -> str:
