@@ -10,12 +10,13 @@ pydantic, and importing it there would also make powertools' batch utility load 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Settings:
     directory_table: str = "redis-scim-directory"
     audit_table: str = "redis-scim-audit"
@@ -40,6 +41,11 @@ class Settings:
             policy=env.get("POLICY") or default.policy,
             target_secrets=env.get("TARGET_SECRETS") or default.target_secrets,
         )
+
+    def model_copy(self, *, update: Mapping[str, Any]) -> Settings:
+        """A copy with the fields in `update` replaced, under the name pydantic gave it (the CLI's
+        `--policy` override calls it)."""
+        return dataclasses.replace(self, **update)
 
 
 def _days(value: str | None, default: int) -> int:
