@@ -149,7 +149,34 @@ def test_every_function_runs_a_current_python_on_arm64(template: dict[str, Any])
     for name, layer in resources_of(template, "AWS::Serverless::LayerVersion").items():
         assert set(layer["Properties"]["CompatibleRuntimes"]) <= LAMBDA_PYTHON_RUNTIMES, name
         build = layer.get("Metadata", {}).get("BuildMethod")
-        assert build is None or build in LAMBDA_PYTHON_RUNTIMES, name
+        assert build is None or build in LAMBDA_PYTHON_RUNTIMES or build == "makefile", name
+
+
+def test_the_core_layer_is_built_for_the_functions_runtime_and_architecture(template: dict[str, Any]) -> None:
+    layer = template["Resources"]["CoreLayer"]
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
+    makefile = (ROOT / layer["Properties"]["ContentUri"] / "Makefile").read_text()
+    runtimes = {function_setting(template, f, "Runtime") for f in functions(template).values()}
+    assert runtimes == {"python3.13"} == set(layer["Properties"]["CompatibleRuntimes"])
+    assert "--platform manylinux2014_aarch64" in makefile and "--python-version 3.13" in makefile
+    assert "PYTHON ?= python3.13" in makefile
+
+
+def test_the_built_core_layer_ships_bytecode_for_every_module() -> None:
+    """/opt is read-only on Lambda: a module without its .pyc is compiled at every cold start."""
+    built = ROOT / ".aws-sam" / "build" / "CoreLayer" / "python"
+    if not built.is_dir():
+        pytest.skip("no sam build output (`make check-template` builds it before the suite runs)")
+    sources = {path.relative_to(built) for path in built.rglob("*.py")}
+    compiled = {
+        path.parent.parent.relative_to(built) / f"{path.name.split('.')[0]}.py"
+        for path in built.rglob("__pycache__/*.cpython-313.pyc")
+    }
+    assert sources and sources <= compiled
+    assert all(path.name.endswith(".cpython-313.pyc") for path in built.rglob("*.pyc"))
+    # Hash-based and never checked against the source: a zip does not keep file times exactly.
+    header = (built / "redis_scim" / "__pycache__" / "__init__.cpython-313.pyc").read_bytes()[:8]
+    assert int.from_bytes(header[4:8], "little") == 0b01
 
 
 def test_every_function_has_the_core_layer(template: dict[str, Any]) -> None:
