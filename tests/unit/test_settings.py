@@ -47,13 +47,6 @@ def test_a_retention_that_is_not_a_whole_number_names_the_variable(value: str) -
         Settings.from_env({"AUDIT_RETENTION_DAYS": value})
 
 
-def test_a_copy_replaces_only_the_fields_given() -> None:
-    settings = Settings.from_env({"DIRECTORY_TABLE": "dir", "POLICY": "/opt/policy.yaml"})
-    copy = settings.model_copy(update={"policy": "local.yaml"})
-    assert copy == Settings(directory_table="dir", policy="local.yaml")
-    assert settings.policy == "/opt/policy.yaml"
-
-
 def test_settings_are_read_only() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().policy = "elsewhere.yaml"  # type: ignore[misc]

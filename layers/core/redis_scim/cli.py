@@ -11,6 +11,7 @@ records); 2 usage error; 3 AWS could not be reached or refused the request.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -368,7 +369,7 @@ def _run_reconciler(args: argparse.Namespace, *, apply: bool) -> int:
     command = "reconcile" if apply else "plan"
     settings = Settings.from_env()
     if args.policy:
-        settings = settings.model_copy(update={"policy": args.policy})
+        settings = dataclasses.replace(settings, policy=args.policy)
     progress = _ProgressBar(force=args.progress)
     try:
         # A standard-library logger at ERROR: the audit trail's JSON log lines stay off stdout.

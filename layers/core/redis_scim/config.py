@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +40,6 @@ class Settings:
             policy=env.get("POLICY") or default.policy,
             target_secrets=env.get("TARGET_SECRETS") or default.target_secrets,
         )
-
-    def model_copy(self, *, update: Mapping[str, Any]) -> Settings:
-        """A copy with the fields in `update` replaced, under the name pydantic gave it (the CLI's
-        `--policy` override calls it)."""
-        return dataclasses.replace(self, **update)
 
 
 def _days(value: str | None, default: int) -> int:
