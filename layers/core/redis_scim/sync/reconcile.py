@@ -237,11 +237,13 @@ class Reconciler:
         settings: ReconcileSettings | None = None,
         logger: logging.Logger | Any | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.settings = settings or ReconcileSettings()
         self.logger = logger or logging.getLogger(__name__)
-        self.clock = clock
+        self.clock = clock  # wall time: ages of changes and markers, the ring's start position
+        self.timer = timer  # seconds on a monotonic clock: step timings and the rules budget
         self._compiled: dict[str, dict[str, _Compiled]] = {}  # target -> user id -> compiled
         self._ring_position: dict[str, int] = {}  # target -> where the next run reads rules from
 
@@ -276,7 +278,7 @@ class Reconciler:
     def _run(
         self, targets: Sequence[str] | None, *, apply: bool, all_rules: bool, progress: Progress | None
     ) -> ReconcileReport:
-        started = time.monotonic()
+        started = self.timer()
         names = list(targets) if targets else list(self.policy.targets)
         for name in names:
             self.policy.target(name)  # an unknown name is a PolicyError before anything is read
@@ -284,9 +286,9 @@ class Reconciler:
         cause = Cause(
             request_id=f"reconcile-{report.run_id}", operation=RECONCILER, actor=Actor(user_agent=RECONCILER)
         )
-        directory_started = time.monotonic()
+        directory_started = self.timer()
         snapshot = self._directory_snapshot()
-        report.directory_seconds = time.monotonic() - directory_started
+        report.directory_seconds = self.timer() - directory_started
         try:
             # Repairs persist once per target at the end of the batch, not after every user.
             with self.engine.batch():
@@ -294,16 +296,16 @@ class Reconciler:
                     target_report = self._plan_target(name, snapshot, all_rules=all_rules, progress=progress)
                     report.targets.append(target_report)
                     if apply and target_report.unreachable is None:
-                        repair_started = time.monotonic()
+                        repair_started = self.timer()
                         self._repair(target_report, cause, progress)
-                        target_report.seconds["repair"] = time.monotonic() - repair_started
+                        target_report.seconds["repair"] = self.timer() - repair_started
                 if apply and not targets:
                     report.redriven = self._redrive(cause, progress)
         except TargetUnavailable:
             pass  # the batch's persist failed; `_persist` below tries every target again and reports it
         if apply:
             self._persist(report)
-        report.seconds = time.monotonic() - started
+        report.seconds = self.timer() - started
         self._log(report)
         return report
 
@@ -388,23 +390,23 @@ class Reconciler:
         target = self.engine.targets[name]
         config = self.policy.target(name)
         try:
-            step = time.monotonic()
+            step = self.timer()
             on_nodes = target.list_usernames()
-            report.seconds["list_usernames"] = time.monotonic() - step
+            report.seconds["list_usernames"] = self.timer() - step
             report.nodes = tuple(on_nodes)
-            step = time.monotonic()
+            step = self.timer()
             owners = {entry.username: entry for entry in self.engine.ledger.entries(name)}
-            report.seconds["ledger"] = time.monotonic() - step
-            step = time.monotonic()
+            report.seconds["ledger"] = self.timer() - step
+            step = self.timer()
             with _cyclic_gc_paused():
                 wanted = self._wanted(name, target, snapshot, owners)
-            report.seconds["desired"] = time.monotonic() - step
-            step = time.monotonic()
+            report.seconds["desired"] = self.timer() - step
+            step = self.timer()
             eligible = self._classify(report, on_nodes, wanted, owners, config.protected_usernames)
-            report.seconds["classify"] = time.monotonic() - step
-            step = time.monotonic()
+            report.seconds["classify"] = self.timer() - step
+            step = self.timer()
             self._compare_rules(report, target, wanted, eligible, all_rules=all_rules, progress=progress)
-            report.seconds["rules"] = time.monotonic() - step
+            report.seconds["rules"] = self.timer() - step
         except (TargetUnavailable, errors.ServiceUnavailable) as error:
             report.unreachable = _explain(error)
             self.logger.warning("target unreachable", extra={"target": name, "error": report.unreachable})
@@ -483,12 +485,15 @@ class Reconciler:
         all_rules: bool,
         progress: Progress | None,
     ) -> None:
-        """Read and compare the rules of the recently changed names and of a slice of the ring."""
+        """Read and compare the rules of the recently changed names and of a slice of the ring.
+
+        The budget starts before the names are ordered: at 100,000 names ordering takes a few
+        hundred milliseconds, over a second when a full garbage collection falls in it."""
+        deadline = None if all_rules else self.timer() + self.settings.rules_budget_seconds
         order, recent, ring = self._reading_order(report.target, eligible, wanted, all_rules=all_rules)
-        budget = None if all_rules else self.settings.rules_budget_seconds
         nodes = report.nodes
         interned: dict[NodeAcl, NodeAcl] = {}
-        for username, per_node in self._read_rules(target, order, recent, budget, progress, report.target):
+        for username, per_node in self._read_rules(target, order, recent, deadline, progress, report.target):
             report.rules_read += 1
             entry = wanted[username]
             compiled = entry.compiled
@@ -551,26 +556,35 @@ class Reconciler:
         target: Target,
         order: list[str],
         required: int,
-        budget: float | None,
+        deadline: float | None,
         progress: Progress | None,
         label: str,
     ) -> Iterator[tuple[str, dict[str, NodeAcl | None]]]:
         """Rules of `order`, in pipelines sized so that one holds a node about `max_round_trip_ms`:
-        the first `required` names always, the rest until the budget runs out. The first pipeline
-        is small: its timing sizes the next ones."""
-        deadline = None if budget is None else time.monotonic() + budget
+        the first `required` names always, the rest while they fit before `deadline` (a `timer`
+        reading). The first pipeline is small: its timing sizes the next ones. A name costs its
+        read plus the caller's comparison, measured per pipeline; a pipeline is cut to the names
+        that fit in the time left, so the last one does not overrun the budget."""
         chunk, done = 8, 0
-        while done < len(order) and (done < required or deadline is None or time.monotonic() < deadline):
+        per_name = 0.0  # seconds, from the previous pipeline
+        while done < len(order):
+            if done >= required and deadline is not None:
+                left = deadline - self.timer()
+                fits = int(left / per_name) if per_name else chunk
+                if left <= 0 or fits < 1:
+                    return
+                chunk = min(chunk, fits)
             names = order[done : done + chunk]
-            started = time.monotonic()
+            started = self.timer()
             found = target.read_users(names)
-            per_user_ms = max((time.monotonic() - started) * 1000 / len(names), 1e-3)
+            per_user_ms = max((self.timer() - started) * 1000 / len(names), 1e-3)
             chunk = max(1, min(self.settings.max_chunk, int(self.settings.max_round_trip_ms / per_user_ms)))
             done += len(names)
             if progress is not None:
                 progress(done, len(order), f"{label}: rules")
             for name in names:
                 yield name, found[name]
+            per_name = (self.timer() - started) / len(names)
 
     # --- repair ------------------------------------------------------------------------------------
 
