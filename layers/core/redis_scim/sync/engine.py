@@ -436,7 +436,7 @@ class SyncEngine:
                 verified = target.verify_revoked(step.username, deleted=True)
                 after = None
             else:
-                expected = target.canonical(step.desired.setuser_rules())
+                expected = step.desired_acl or target.canonical(step.desired.setuser_rules())
                 read_back = self._read_back_ahead.pop((plan.target, step.username), {})
                 verified = _matches(read_back, expected, plan.nodes)
                 if not (verified and step.desired.enabled):

@@ -38,6 +38,7 @@ class Step:
     desired: DesiredAcl | None  # None: the username must not exist
     before: NodeAcls
     reason: str | None = None
+    desired_acl: NodeAcl | None = None  # `desired` as the nodes report it: what a read-back must equal
 
     @property
     def changes_target(self) -> bool:
@@ -144,19 +145,12 @@ def _desired_step(target: str, desired: DesiredAcl, desired_acl: NodeAcl, before
     present = [node for node, acl in before.items() if acl is not None]
     absent = [node for node, acl in before.items() if acl is None]
     if not absent and all(acl == desired_acl for acl in before.values()):
-        return Step(target, desired.username, Action.NONE, None, desired, before)
-    if not present:
-        return Step(target, desired.username, Action.CREATE, Drift.MISSING, desired, before)
-    was_enabled = any(acl is not None and acl.enabled for acl in before.values())
-    action = Action.DISABLE if not desired.enabled and was_enabled else Action.UPDATE
-    if absent:
-        return Step(
-            target,
-            desired.username,
-            action,
-            Drift.NODE_DIVERGENT,
-            desired,
-            before,
-            reason=f"absent on {', '.join(absent)}",
-        )
-    return Step(target, desired.username, action, Drift.DRIFTED, desired, before)
+        action, drift, reason = Action.NONE, None, None
+    elif not present:
+        action, drift, reason = Action.CREATE, Drift.MISSING, None
+    else:
+        was_enabled = any(acl is not None and acl.enabled for acl in before.values())
+        action = Action.DISABLE if not desired.enabled and was_enabled else Action.UPDATE
+        drift = Drift.NODE_DIVERGENT if absent else Drift.DRIFTED
+        reason = f"absent on {', '.join(absent)}" if absent else None
+    return Step(target, desired.username, action, drift, desired, before, reason, desired_acl)
