@@ -148,13 +148,13 @@ def applier_calls(session: boto3.Session, api: Api, tables: dict[str, str]) -> d
         assert readers.body is not None
         api.add_members(readers.body["id"], [user_id])
         calls.clear()
-        with engine.batch():
+        with engine.batch([user_id]):  # as the applier does with each SQS batch
             engine.converge(user_id, cause)
         provision = Counter(calls)
         deactivate = {"op": "replace", "path": "active", "value": False}
         api.request("PATCH", f"/Users/{user_id}", {"schemas": [PATCH_SCHEMA], "Operations": [deactivate]})
         calls.clear()
-        with engine.batch():
+        with engine.batch([user_id]):
             engine.converge(user_id, cause)
         deprovision = Counter(calls)
         session.events.unregister("before-call.*.*", count)
