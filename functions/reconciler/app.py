@@ -30,7 +30,7 @@ reconciler = Reconciler(
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = reconciler.reconcile()
+    report = reconciler.reconcile(time_left=lambda: context.get_remaining_time_in_millis() / 1000)
     publish_metrics(report, put_metric)
     return {
         "run_id": report.run_id,
@@ -39,4 +39,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "unreachable": {target.target: target.unreachable for target in report.unreachable},
         "failed_repairs": len(report.failed_repairs),
         "redriven": len(report.redriven),
+        "deferred": report.deferred,
     }

@@ -46,11 +46,13 @@ class MetricName:
     DRIFT_CORRECTED = "DriftCorrected"
     # The reconciler, once per run: GhostsFound without a dimension (the total, for the alarm) and
     # with `target`; DriftFound with `class` (missing, drifted, node-divergent, stale);
-    # ReconcileDuration (milliseconds) and TargetsUnreachable without dimensions.
+    # ReconcileDuration (milliseconds), TargetsUnreachable and RepairsDeferred (left for the next
+    # run when a run neared its time limit) without dimensions.
     GHOSTS_FOUND = "GhostsFound"
     DRIFT_FOUND = "DriftFound"
     RECONCILE_DURATION = "ReconcileDuration"
     TARGETS_UNREACHABLE = "TargetsUnreachable"
+    REPAIRS_DEFERRED = "RepairsDeferred"
     # On each successful authentication (no dimension beyond service, so one alarm covers every
     # token): the age of the token used, and the days left before it expires (tokens that expire).
     TOKEN_AGE_DAYS = "TokenAgeDays"  # noqa: S105 - a metric name, not a secret

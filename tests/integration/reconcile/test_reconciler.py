@@ -256,3 +256,28 @@ def test_a_missing_user_is_created_and_an_unknown_target_is_refused(make_world: 
 
     with pytest.raises(PolicyError, match="unknown target 'nope'"):
         world.reconciler().plan(["nope"])
+
+
+def test_a_run_nearing_its_time_limit_defers_the_rest_and_still_reports(make_world: WorldFactory) -> None:
+    world = make_world()
+    users = [world.create_user(f"late{index}", converge=False) for index in range(5)]
+    for user in users:  # missed by the applier, and not yet stale enough to be re-driven
+        world.directory.clear_pending(user.id, version=world.directory.get_user(user.id).version)
+    checks = iter([600.0] * 3)  # seconds left at each check: enough for three repairs, then 30 s
+
+    report = world.reconciler().reconcile(time_left=lambda: next(checks, 30.0))
+
+    by_target = {r.target: r for r in report.targets}
+    assert (by_target["main"].deferred, by_target["second"].deferred, report.deferred) == (2, 5, 7)
+    assert report.failed_repairs == []
+    assert sum(world.nodes["main"].can_login(user.user_name, PASSWORD) for user in users) == 3
+    sent: list[tuple[str, float, dict[str, str]]] = []
+    publish_metrics(report, lambda name, value, unit, dims: sent.append((name, value, dict(dims))))
+    assert ("RepairsDeferred", 7, {}) in sent
+    assert report.to_json()["deferred"] == 7
+
+    # The next run finds what was left and repairs it.
+    again = world.reconcile()
+    assert again.deferred == 0 and again.failed_repairs == []
+    assert all(node.can_login(user.user_name, PASSWORD) for user in users for node in world.main_nodes)
+    assert all(world.nodes["second"].can_login(user.user_name, PASSWORD) for user in users)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from redis_scim.local.stack import LocalStack
 
 RECONCILER_FUNCTION = "ReconcilerFunction"
-RECONCILER_TIMEOUT_SECONDS = 300.0  # template.yaml's Timeout for ReconcilerFunction
+RECONCILER_TIMEOUT_SECONDS = 900.0  # template.yaml's Timeout for ReconcilerFunction
 DEFAULT_INTERVAL_SECONDS = 60.0
 
 _logger = logging.getLogger(__name__)

@@ -114,6 +114,7 @@ class TargetReport:
     discrepancies: list[Discrepancy] = field(default_factory=list)
     repairs: list[Repair] = field(default_factory=list)
     unreachable: str | None = None
+    deferred: int = 0  # users and ghosts left for the next run: this one ran out of time
     seconds: dict[str, float] = field(default_factory=dict)  # per step
 
     def count(self, finding: Finding) -> int:
@@ -128,6 +129,7 @@ class TargetReport:
             "rules_read": self.rules_read,
             "rules_eligible": self.rules_eligible,
             "unreachable": self.unreachable,
+            "deferred": self.deferred,
             "counts": {str(finding): self.count(finding) for finding in Finding},
             "discrepancies": [d.to_json() for d in self.discrepancies],
             "repairs": [r.to_json() for r in self.repairs],
@@ -143,6 +145,7 @@ class ReconcileReport:
     applied: bool
     targets: list[TargetReport] = field(default_factory=list)
     redriven: list[Repair] = field(default_factory=list)
+    redrives_deferred: int = 0
     seconds: float = 0.0
     directory_seconds: float = 0.0
 
@@ -153,6 +156,11 @@ class ReconcileReport:
     @property
     def discrepancies(self) -> list[Discrepancy]:
         return [d for report in self.targets for d in report.discrepancies]
+
+    @property
+    def deferred(self) -> int:
+        """Repairs and re-drives not attempted because the run was running out of time."""
+        return sum(report.deferred for report in self.targets) + self.redrives_deferred
 
     @property
     def failed_repairs(self) -> list[Repair]:
@@ -171,6 +179,7 @@ class ReconcileReport:
             "counts": self.counts(),
             "targets": [report.to_json() for report in self.targets],
             "redriven": [repair.to_json() for repair in self.redriven],
+            "deferred": self.deferred,
         }
 
 
@@ -184,6 +193,9 @@ class ReconcileSettings:
     recent_seconds: float = 3600.0  # users changed this recently have their rules read every run
     max_round_trip_ms: float = 20.0  # one rules pipeline may hold a node at most about this long
     max_chunk: int = 500
+    # Kept back at the end of a run with a time limit (the Lambda's timeout): persisting every
+    # target (ACL SAVE of 100,000 users blocks a node for seconds) and reporting.
+    reserve_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ReconcileSettings:
@@ -269,15 +281,30 @@ class Reconciler:
         *,
         all_rules: bool = False,
         progress: Progress | None = None,
+        time_left: Callable[[], float] | None = None,
     ) -> ReconcileReport:
         """Plan, then repair every discrepancy, act on ghosts, re-drive stale pending markers (only
         when every target is reconciled: a re-drive converges the user on every target) and persist
-        every reachable target. An unreachable target is reported; the others still reconcile."""
-        return self._run(targets, apply=True, all_rules=all_rules, progress=progress)
+        every reachable target. An unreachable target is reported; the others still reconcile.
+
+        `time_left` (seconds, e.g. the Lambda's remaining time): once less than the settings'
+        `reserve_seconds` is left, no further repair or re-drive is started; those left are counted
+        as `deferred` (the next run finds them again), and the targets are still persisted and the
+        run reported."""
+        return self._run(targets, apply=True, all_rules=all_rules, progress=progress, time_left=time_left)
 
     def _run(
-        self, targets: Sequence[str] | None, *, apply: bool, all_rules: bool, progress: Progress | None
+        self,
+        targets: Sequence[str] | None,
+        *,
+        apply: bool,
+        all_rules: bool,
+        progress: Progress | None,
+        time_left: Callable[[], float] | None = None,
     ) -> ReconcileReport:
+        def out_of_time() -> bool:
+            return time_left is not None and time_left() < self.settings.reserve_seconds
+
         started = self.timer()
         names = list(targets) if targets else list(self.policy.targets)
         for name in names:
@@ -297,10 +324,10 @@ class Reconciler:
                     report.targets.append(target_report)
                     if apply and target_report.unreachable is None:
                         repair_started = self.timer()
-                        self._repair(target_report, cause, progress)
+                        self._repair(target_report, cause, progress, out_of_time)
                         target_report.seconds["repair"] = self.timer() - repair_started
                 if apply and not targets:
-                    report.redriven = self._redrive(cause, progress)
+                    report.redriven = self._redrive(report, cause, progress, out_of_time)
         except TargetUnavailable:
             pass  # the batch's persist failed; `_persist` below tries every target again and reports it
         if apply:
@@ -588,7 +615,9 @@ class Reconciler:
 
     # --- repair ------------------------------------------------------------------------------------
 
-    def _repair(self, report: TargetReport, cause: Cause, progress: Progress | None) -> None:
+    def _repair(
+        self, report: TargetReport, cause: Cause, progress: Progress | None, out_of_time: Callable[[], bool]
+    ) -> None:
         target = self.engine.targets[report.target]
         by_user: dict[str, list[Discrepancy]] = {}
         ghosts: list[Discrepancy] = []
@@ -599,6 +628,9 @@ class Reconciler:
                 by_user.setdefault(discrepancy.user_id, []).append(discrepancy)
         total, done = len(by_user) + len(ghosts), 0
         for user_id, found in by_user.items():
+            if out_of_time():
+                self._defer(report, total - done)
+                return
             try:
                 report.repairs.extend(self._repair_user(report, target, user_id, found, cause))
             except Exception as error:  # e.g. the Directory throttled: this user waits for the next run
@@ -610,6 +642,9 @@ class Reconciler:
                 progress(done, total, f"{report.target}: repair")
         action = self.policy.target(report.target).ghosts
         for ghost in ghosts:
+            if out_of_time():
+                self._defer(report, total - done)
+                return
             report.repairs.append(self._handle_ghost(report, target, ghost, action, cause))
             done += 1
             if progress is not None:
@@ -747,13 +782,26 @@ class Reconciler:
             )
         )
 
-    def _redrive(self, cause: Cause, progress: Progress | None) -> list[Repair]:
+    def _redrive(
+        self,
+        report: ReconcileReport,
+        cause: Cause,
+        progress: Progress | None,
+        out_of_time: Callable[[], bool],
+    ) -> list[Repair]:
         """Converge, directly and on every target, each user whose pending marker is older than the
         grace period: its change message was lost, or its apply kept failing (e.g. in the DLQ)."""
         older_than = _iso(self.clock() - timedelta(seconds=self.settings.pending_grace_seconds))
         stale = list(self.engine.directory.pending_users(older_than=older_than))
         repairs: list[Repair] = []
         for index, pending in enumerate(stale, start=1):
+            if out_of_time():
+                report.redrives_deferred = len(stale) - index + 1
+                self.logger.warning(
+                    "reconcile run out of time: re-drives left for the next run",
+                    extra={"deferred": report.redrives_deferred},
+                )
+                break
             try:
                 result = self.engine.converge(pending.user_id, cause)
                 detail = (
@@ -765,6 +813,13 @@ class Reconciler:
             if progress is not None:
                 progress(index, len(stale), "pending re-drive")
         return repairs
+
+    def _defer(self, report: TargetReport, left: int) -> None:
+        report.deferred = left
+        self.logger.warning(
+            "reconcile run out of time: repairs left for the next run",
+            extra={"target": report.target, "deferred": left},
+        )
 
     def _persist(self, report: ReconcileReport) -> None:
         for target_report in report.targets:
@@ -794,6 +849,7 @@ class Reconciler:
                 "unreachable": {r.target: r.unreachable for r in report.unreachable},
                 "failed_repairs": len(report.failed_repairs),
                 "redriven": len(report.redriven),
+                "deferred": report.deferred,
             },
         )
 
@@ -803,9 +859,11 @@ MetricSink = Callable[[str, float, str, Mapping[str, str]], None]  # (name, valu
 
 def publish_metrics(report: ReconcileReport, put: MetricSink) -> None:
     """A run's metrics: drift found by class, ghosts per target (and in total, for the alarm),
-    targets unreachable, duration. Zeros are sent too, so alarms see data on a healthy run."""
+    targets unreachable, repairs deferred to the next run, duration. Zeros are sent too, so alarms
+    see data on a healthy run."""
     put(MetricName.RECONCILE_DURATION, report.seconds * 1000, "Milliseconds", {})
     put(MetricName.TARGETS_UNREACHABLE, len(report.unreachable), "Count", {})
+    put(MetricName.REPAIRS_DEFERRED, report.deferred, "Count", {})
     for finding in Finding:
         if finding is not Finding.GHOST:
             count = sum(r.count(finding) for r in report.targets)
