@@ -3,6 +3,8 @@ deletions and deactivations missed by the applier, stale pending markers, a targ
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from reconcile_world import PASSWORD, World, WorldFactory, free_port, is_connected
 
@@ -258,26 +260,58 @@ def test_a_missing_user_is_created_and_an_unknown_target_is_refused(make_world: 
         world.reconciler().plan(["nope"])
 
 
-def test_a_run_nearing_its_time_limit_defers_the_rest_and_still_reports(make_world: WorldFactory) -> None:
+def test_a_run_nearing_its_time_limit_defers_the_rest_and_still_reports(
+    make_world: WorldFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     world = make_world()
     users = [world.create_user(f"late{index}", converge=False) for index in range(5)]
     for user in users:  # missed by the applier, and not yet stale enough to be re-driven
         world.directory.clear_pending(user.id, version=world.directory.get_user(user.id).version)
-    checks = iter([600.0] * 3)  # seconds left at each check: enough for three repairs, then 30 s
+    monkeypatch.setattr("redis_scim.sync.reconcile.REPAIR_BATCH", 2)  # the time is checked per batch
+    checks = iter([600.0] * 2)  # seconds left at each check: enough for two batches, then 30 s
 
     report = world.reconciler().reconcile(time_left=lambda: next(checks, 30.0))
 
     by_target = {r.target: r for r in report.targets}
-    assert (by_target["main"].deferred, by_target["second"].deferred, report.deferred) == (2, 5, 7)
+    assert (by_target["main"].deferred, by_target["second"].deferred, report.deferred) == (1, 5, 6)
     assert report.failed_repairs == []
-    assert sum(world.nodes["main"].can_login(user.user_name, PASSWORD) for user in users) == 3
+    assert sum(world.nodes["main"].can_login(user.user_name, PASSWORD) for user in users) == 4
+    assert all(r.action == "create" and r.ok for r in by_target["main"].repairs)
     sent: list[tuple[str, float, dict[str, str]]] = []
     publish_metrics(report, lambda name, value, unit, dims: sent.append((name, value, dict(dims))))
-    assert ("RepairsDeferred", 7, {}) in sent
-    assert report.to_json()["deferred"] == 7
+    assert ("RepairsDeferred", 6, {}) in sent
+    assert report.to_json()["deferred"] == 6
 
     # The next run finds what was left and repairs it.
     again = world.reconcile()
     assert again.deferred == 0 and again.failed_repairs == []
     assert all(node.can_login(user.user_name, PASSWORD) for user in users for node in world.main_nodes)
     assert all(world.nodes["second"].can_login(user.user_name, PASSWORD) for user in users)
+
+
+def test_repairs_are_written_in_batches_and_each_user_is_audited_and_verified(
+    make_world: WorldFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = make_world()
+    users = [world.create_user(f"bulk{index}") for index in range(6)]
+    replica = world.nodes["replica"]
+    replica.restart_empty()  # every user is now node-divergent on `main`
+    batches: list[int] = []
+    apply_batch = type(world.engine.targets["main"]).apply_batch
+
+    def counted(target: Any, changes: Any) -> None:
+        batches.append(len(changes))
+        apply_batch(target, changes)
+
+    monkeypatch.setattr(type(world.engine.targets["main"]), "apply_batch", counted)
+    monkeypatch.setattr("redis_scim.sync.reconcile.REPAIR_BATCH", 4)
+
+    report = world.reconcile()
+
+    assert batches == [4, 2]
+    assert report.failed_repairs == []
+    assert all(replica.can_login(user.user_name, PASSWORD) for user in users)
+    for user in users:
+        last = [r for r in world.history(user.id) if r.target == "main"][-1]
+        assert (last.action, last.outcome, last.verified) == (Action.UPDATE, Outcome.APPLIED, True)
+        assert last.cause.operation == RECONCILER

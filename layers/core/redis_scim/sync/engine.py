@@ -106,45 +106,56 @@ class SyncEngine:
         self._deferred_persistence: set[str] | None = None
         # What `batch` read, planned, applied and read back ahead: user id -> its state and held
         # usernames, (user id, target) -> plan, (target, username) -> its ACL on every node after
-        # the batch's write. `converge` takes each user's part (once).
+        # the batch's write. `current`, `plan_user` and `apply_plan` take each part once.
         self._states_ahead: dict[str, tuple[UserState | None, dict[str, frozenset[str]]]] = {}
         self._applied_ahead: dict[tuple[str, str], TargetPlan] = {}
         self._read_back_ahead: dict[tuple[str, str], dict[str, NodeAcl | None]] = {}
         self._changed_ahead: set[str] = set()
 
     @contextmanager
-    def batch(self, user_ids: Sequence[str] = ()) -> Iterator[None]:
+    def batch(self, user_ids: Sequence[str] = (), *, targets: Sequence[str] | None = None) -> Iterator[None]:
         """Converge many users for the price of a few round trips: `user_ids` (the users the block
-        will converge) are planned and applied ahead, and every target touched inside the block is
-        persisted once, at its end, instead of after every user.
+        will converge) are planned and applied ahead on `targets` (default: every target of the
+        policy), and every target touched inside the block is persisted once, at the end of the
+        outermost batch, instead of after every user.
 
         `ACL SAVE` and `CONFIG REWRITE` rewrite the node's whole user list (and fsync), so per-user
         persistence costs O(users on the node) per change. The ACL changes themselves are live
         immediately; only durability across a restart waits for the end of the batch. A failed
         persist raises after every touched target was tried, so the batch is retried.
+
+        Batches nest (the reconciler repairs in chunks inside its run's batch); what an inner batch
+        applied ahead is its own, and what it leaves unused is dropped when it ends.
         """
-        self._deferred_persistence = set()
+        outermost = self._deferred_persistence is None
+        if outermost:
+            self._deferred_persistence = set()
         try:
-            self._apply_ahead(user_ids)
+            self._apply_ahead(user_ids, self.policy.targets if targets is None else targets)
             yield
         finally:
             self._states_ahead, self._applied_ahead, self._read_back_ahead = {}, {}, {}
             self._changed_ahead = set()
-            touched, self._deferred_persistence = self._deferred_persistence, None
-            failures: list[BaseException] = []
-            for name in sorted(touched):
-                try:
-                    self._persist(self.targets[name])
-                except Exception as error:
-                    failures.append(error)
-            if failures:
-                raise failures[0]
+            if outermost:
+                touched, self._deferred_persistence = self._deferred_persistence or set(), None
+                self._persist_touched(touched)
 
-    def _apply_ahead(self, user_ids: Sequence[str]) -> None:
-        """Plan these users on every target with one read per target, apply all their changes with
+    def _persist_touched(self, touched: set[str]) -> None:
+        failures: list[BaseException] = []
+        for name in sorted(touched):
+            try:
+                self._persist(self.targets[name])
+            except Exception as error:
+                failures.append(error)
+        if failures:
+            raise failures[0]
+
+    def _apply_ahead(self, user_ids: Sequence[str], target_names: Sequence[str]) -> None:
+        """Plan these users on these targets with one read per target, apply all their changes with
         one `apply_batch` per target, and read the written users back with one more read.
 
-        `converge` then carries out each plan as usual, from these results: a step whose read-back
+        `converge` (or the reconciler's `plan_user` + `apply_plan`) then carries out each plan as
+        usual, from these results: a step whose read-back
         already shows the desired ACL on every node needs no round trip of its own; any other step
         (a disabled user's sessions to cut, a deletion to verify, a write that did not land) is
         done and checked one user at a time. The audit record, the metrics and the pending marker
@@ -161,7 +172,7 @@ class SyncEngine:
             except Exception as error:
                 self.logger.debug("not planned ahead", extra={"user_id": user_id, "error": _explain(error)})
         known = [(state, held) for state, held in self._states_ahead.values() if state is not None]
-        for name in self.policy.targets:
+        for name in target_names:
             plans = self._plan_ahead(name, known)
             self._applied_ahead.update(((plan.user_id, name), plan) for plan in plans)
             changes: dict[str, Sequence[str] | None] = {
@@ -222,12 +233,7 @@ class SyncEngine:
         the message is retried) and the pending marker stays. A rejected username is final: it is
         audited, counted, and the marker is cleared (retrying cannot help).
         """
-        ahead = self._states_ahead.pop(user_id, None)
-        if ahead is None:
-            state = self.directory.user_state(user_id)
-            held = self.ledger.held(user_id) if state is not None else {}
-        else:
-            state, held = ahead
+        state, held = self.current(user_id)
         result = Convergence(user_id, state.version if state else None)
         if state is None:
             return result
@@ -235,11 +241,7 @@ class SyncEngine:
             # One target's failure never stops the others. A failed write was already counted
             # (and audited) by the step that attempted it; a failed read or claim is counted here.
             try:
-                plan = self._applied_ahead.pop((user_id, target_name), None) if ahead else None
-                if plan is None:
-                    plan = self.plan_user(
-                        state, target_name, held=held.get(target_name, frozenset()), claim=True
-                    )
+                plan = self.plan_user(state, target_name, held=held.get(target_name, frozenset()), claim=True)
             except Exception as error:
                 self._count(MetricName.APPLY_FAILURES)
                 self._target_failed(result, target_name, error)
@@ -261,6 +263,15 @@ class SyncEngine:
         result.cleared = self.directory.clear_pending(user_id, version=state.version)
         return result
 
+    def current(self, user_id: str) -> tuple[UserState | None, dict[str, frozenset[str]]]:
+        """The user's state and the usernames it holds per target: as the batch read them (once),
+        else from the Directory and the ledger now."""
+        ahead = self._states_ahead.pop(user_id, None)
+        if ahead is not None:
+            return ahead
+        state = self.directory.user_state(user_id)
+        return state, self.ledger.held(user_id) if state is not None else {}
+
     def _target_failed(self, result: Convergence, target_name: str, error: Exception) -> None:
         result.failures[target_name] = _explain(error)
         self.logger.warning(
@@ -280,6 +291,10 @@ class SyncEngine:
         to a user being deprovisioned or renamed (retry later), and whatever the target raises
         when a node cannot be read.
         """
+        if claim:
+            ahead = self._applied_ahead.pop((state.user_id, target_name), None)
+            if ahead is not None and ahead.user_version == state.version:
+                return ahead  # planned (and claimed) by the batch
         if held is None:
             held = self.ledger.held(state.user_id).get(target_name, frozenset())
         return self._plans(target_name, [self._want(state, target_name, held, claim=claim)])[0]

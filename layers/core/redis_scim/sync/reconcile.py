@@ -45,6 +45,9 @@ from redis_scim.targets import NodeAcl, Target, TargetUnavailable
 RECONCILER = "reconciler"  # the audit cause's operation, and the actor
 GHOST_USER_PREFIX = "ghost:"  # audit records of a ghost are chained under "ghost:<target>:<username>"
 RING = 2**32  # positions of usernames on the rules-reading ring (CRC-32)
+# Users repaired together (one read, one write and one read-back per node); between two such
+# batches a run checks its time limit, so one batch must fit well within the reserve.
+REPAIR_BATCH = 500
 
 Progress = Callable[[int, int, str], None]  # (done, total, what) for long runs
 
@@ -627,19 +630,26 @@ class Reconciler:
             elif discrepancy.user_id is not None:
                 by_user.setdefault(discrepancy.user_id, []).append(discrepancy)
         total, done = len(by_user) + len(ghosts), 0
-        for user_id, found in by_user.items():
+        users = list(by_user.items())
+        for start in range(0, len(users), REPAIR_BATCH):
             if out_of_time():
                 self._defer(report, total - done)
                 return
-            try:
-                report.repairs.extend(self._repair_user(report, target, user_id, found, cause))
-            except Exception as error:  # e.g. the Directory throttled: this user waits for the next run
-                report.repairs.append(
-                    Repair(report.target, found[0].username, "converge", False, _explain(error))
-                )
-            done += 1
-            if progress is not None:
-                progress(done, total, f"{report.target}: repair")
+            chunk = users[start : start + REPAIR_BATCH]
+            # Written ahead together: users with something to converge. A user with stale names only
+            # may have nothing left to plan (orphans are removed directly), so it goes on its own.
+            ahead = [uid for uid, found in chunk if any(d.finding is not Finding.STALE for d in found)]
+            with self.engine.batch(ahead, targets=[report.target]):
+                for user_id, found in chunk:
+                    try:
+                        report.repairs.extend(self._repair_user(report, target, user_id, found, cause))
+                    except Exception as error:  # e.g. the Directory throttled: it waits for the next run
+                        report.repairs.append(
+                            Repair(report.target, found[0].username, "converge", False, _explain(error))
+                        )
+                    done += 1
+                    if progress is not None:
+                        progress(done, total, f"{report.target}: repair")
         action = self.policy.target(report.target).ghosts
         for ghost in ghosts:
             if out_of_time():
@@ -655,8 +665,8 @@ class Reconciler:
     ) -> list[Repair]:
         """Converge one user on one target through the engine; a name its (gone or released)
         owner no longer holds is removed here, audited under that owner."""
-        state = self.engine.directory.user_state(user_id)
-        held = self.engine.ledger.held(user_id).get(report.target, frozenset())
+        state, held_everywhere = self.engine.current(user_id)
+        held = held_everywhere.get(report.target, frozenset())
         repairs: list[Repair] = []
         orphans = [
             d for d in found if d.finding is Finding.STALE and (state is None or d.username not in held)
