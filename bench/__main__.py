@@ -22,7 +22,7 @@ from bench._common import QUICK
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
-SCENARIOS = ("scim_cpu", "aws_calls", "apply_rate", "reconcile_100k", "deprovision", "imports")
+SCENARIOS = ("scim_cpu", "aws_calls", "apply_rate", "repair_rate", "reconcile_100k", "deprovision", "imports")
 # The reconciler benchmark names its figures without the scenario prefix.
 RECONCILE_KEYS = {
     "reconcile_100k_s": "reconcile_100k_s",
