@@ -6,10 +6,11 @@ plans (`plan_user`: desired ACL, ownership ledger, what every node has) and appl
 (`apply_plan`: write on every node, cut sessions, read back, audit). The pending-sync marker is
 cleared only when every target converged and only if the applied version is still the latest.
 
-Many users (`batch(user_ids)`: an SQS batch, a bulk apply) are read, planned, written and read back
-together, a few round trips per target for the whole batch; each user's `converge` then takes its
-part and verifies, audits and clears its marker on its own. The state a batch read is the user's
-current state for that batch; a change made meanwhile has its own message (and keeps the marker).
+Many users (`batch(user_ids)`: an SQS batch, the reconciler's repairs, a bulk apply) are read,
+planned, written and read back together, a few round trips per target for the whole batch; each
+user's `converge` then takes its part and verifies, audits and clears its marker on its own. The
+state a batch read is the user's current state for that batch; a change made meanwhile has its own
+message (and keeps the marker).
 
 Audit policy: one record per username changed per target (create, update, disable, delete), one
 per rejection (invalid or colliding username), one per failed write; a target that already matched
@@ -155,13 +156,12 @@ class SyncEngine:
         one `apply_batch` per target, and read the written users back with one more read.
 
         `converge` (or the reconciler's `plan_user` + `apply_plan`) then carries out each plan as
-        usual, from these results: a step whose read-back
-        already shows the desired ACL on every node needs no round trip of its own; any other step
-        (a disabled user's sessions to cut, a deletion to verify, a write that did not land) is
-        done and checked one user at a time. The audit record, the metrics and the pending marker
-        stay per user. Nothing here raises: a user that cannot be planned, or a batch call that
-        fails, is left to `converge`, which then fails (and audits, and retries) for exactly the
-        users it concerns.
+        usual, from these results: a step whose read-back already shows the desired ACL on every
+        node needs no round trip of its own; any other step (a disabled user's sessions to cut, a
+        deletion to verify, a write that did not land) is done and checked one user at a time. The
+        audit record, the metrics and the pending marker stay per user. Nothing here raises: a user
+        that cannot be planned, or a batch call that fails, is left to the per-user path, which
+        then fails (and audits, and retries) for exactly the users it concerns.
         """
         if not user_ids:
             return
