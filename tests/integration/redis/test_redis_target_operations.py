@@ -173,6 +173,10 @@ def test_a_batch_command_the_server_refuses_fails_the_batch_but_not_the_rest_of_
     assert raised.value.nodes == [server.address]
     assert user_exists(server, good)
     assert not user_exists(server, bad)
+    # A refused credential rule is quoted back by the server: it never reaches the error.
+    with pytest.raises(TargetUnavailable) as raised:
+        target.apply_batch({bad: ["on", "#not-a-sha256-hash"]})
+    assert "not-a-sha256-hash" not in str(raised.value) and "<redacted>" in str(raised.value)
     target.close()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,6 +44,7 @@ CHEAP_SAVE = 0.05  # seconds
 SAVE_SPACING = 50
 
 _STATE_FLAGS = frozenset({"on", "off", "nopass"})
+_CREDENTIAL_RULE = re.compile(r"'[#><!][^']*'")
 _ROOT_FIELDS = ("commands", "keys", "channels")
 _NOT_CONFIGURED_FOR_ACLFILE = "not configured to use an acl file"
 
@@ -467,7 +469,9 @@ class RedisTarget:
                 replies = pipe.execute(raise_on_error=False)
                 failed = [reply for reply in replies if isinstance(reply, Exception)]
                 if failed:
-                    raise redis.ResponseError(f"{len(failed)} of the batch's commands failed: {failed[0]}")
+                    # The server quotes the rule it refused: never let a credential rule through.
+                    first = _CREDENTIAL_RULE.sub("'<redacted>'", str(failed[0]))
+                    raise redis.ResponseError(f"{len(failed)} of the batch's commands failed: {first}")
 
         self._on_every_node(write)
         logger.info(
