@@ -246,6 +246,38 @@ def test_a_batch_writes_and_deletes_many_users_on_every_node_in_chunks(
         target.close()
 
 
+def test_large_reads_and_batches_go_in_pipelines_sized_to_hold_a_node_briefly(
+    deployment: Deployment, unique_username: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [unique_username(f"sized{index}") for index in range(40)]
+    target = deployment.target()
+    sizes: dict[int, list[int]] = {}  # node port -> commands per pipeline
+    execute = redis.client.Pipeline.execute
+
+    def counted(pipe: redis.client.Pipeline, *args: object, **options: object) -> object:
+        port = pipe.connection_pool.connection_kwargs["port"]
+        sizes.setdefault(port, []).append(len(pipe.command_stack))
+        return execute(pipe, *args, **options)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counted)
+    try:
+        # Commands far below the bound: a first small pipeline times them, one more takes the rest.
+        monkeypatch.setattr("redis_scim.targets.redis.MAX_ROUND_TRIP", 10.0)
+        target.apply_batch(dict.fromkeys(names, user_rules()))
+        assert len(sizes) == len(deployment.admins)
+        assert all(per_node == [16, 24] for per_node in sizes.values())
+        sizes.clear()
+        # Commands above the bound (a slow node): one per round trip after the first pipeline.
+        monkeypatch.setattr("redis_scim.targets.redis.MAX_ROUND_TRIP", 1e-9)
+        read = target.read_users(names)
+        assert all(per_node == [16] + [1] * 24 for per_node in sizes.values())
+        assert all(acl is not None for per_node in read.values() for acl in per_node.values())
+    finally:
+        for admin in deployment.admins.values():
+            admin.execute_command("ACL", "DELUSER", *names)
+        target.close()
+
+
 def test_off_plus_disconnect_drops_live_sessions_on_every_node_and_blocks_new_logins(
     deployment: Deployment, target: RedisTarget, username: str
 ) -> None:

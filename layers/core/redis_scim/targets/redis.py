@@ -30,8 +30,13 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-READ_CHUNK = 500  # GETUSERs per pipeline round trip: bounded memory, no long server stall
-WRITE_CHUNK = 1_000  # SETUSER/DELUSERs per pipeline round trip of a batch
+READ_CHUNK = 500  # at most this many GETUSERs per pipeline round trip (bounded memory)
+WRITE_CHUNK = 500  # at most this many SETUSER/DELUSERs per pipeline round trip of a batch
+# A pipeline of many ACL commands holds the node (every other client waits) while it runs: Redis
+# 7.0 spends about 1 ms on one ACL GETUSER of a user whose rules use -@dangerous. So pipelines are
+# sized from the measured cost per command to hold a node about this long; the first is small.
+MAX_ROUND_TRIP = 0.020  # seconds
+FIRST_CHUNK = 16
 DISCOVERY_TTL = 60.0  # seconds before the node list is re-read (cluster topology can change)
 DEFAULT_PORT = 6379
 MAX_PARALLEL_NODES = 16
@@ -376,18 +381,14 @@ class RedisTarget:
         shared: dict[Any, Any] = {}  # one copy of equal rules across users and nodes
 
         def read(_: str, client: redis.Redis) -> dict[str, NodeAcl | None]:
-            found: dict[str, NodeAcl | None] = {}
-            for start in range(0, len(names), self._read_chunk):
-                chunk = names[start : start + self._read_chunk]
-                pipe = client.pipeline(transaction=False)
-                for username in chunk:
-                    pipe.execute_command("ACL", "GETUSER", username)
-                replies = pipe.execute()
-                found.update(
-                    (name, node_acl_from_getuser(reply, shared))
-                    for name, reply in zip(chunk, replies, strict=True)
-                )
-            return found
+            commands = [("ACL", "GETUSER", username) for username in names]
+            replies = _pipelined(client, commands, self._read_chunk)
+            failed = next((reply for reply in replies if isinstance(reply, Exception)), None)
+            if failed is not None:
+                raise failed
+            return {
+                name: node_acl_from_getuser(reply, shared) for name, reply in zip(names, replies, strict=True)
+            }
 
         per_node = self._on_every_node(read)
         return {name: {node: users[name] for node, users in per_node.items()} for name in names}
@@ -449,9 +450,9 @@ class RedisTarget:
 
     def apply_batch(self, changes: Mapping[str, Sequence[str] | None]) -> None:
         """Write (rules) or delete (None) many users on every node: one pipelined stream per node,
-        `WRITE_CHUNK` commands per round trip. Raises `TargetUnavailable` naming each node where any
-        command failed (the others of the stream were still applied) and `InvalidUsername`, before
-        writing anything, when a name is never managed by redis-scim."""
+        in round trips sized to hold a node about `MAX_ROUND_TRIP`. Raises `TargetUnavailable`
+        naming each node where any command failed (the others of the stream were still applied),
+        and `InvalidUsername`, before writing anything, when a name is never managed by redis-scim."""
         for username in changes:
             self._check_not_own(username)
         commands = [
@@ -462,16 +463,12 @@ class RedisTarget:
         ]
 
         def write(_: str, client: redis.Redis) -> None:
-            for start in range(0, len(commands), WRITE_CHUNK):
-                pipe = client.pipeline(transaction=False)
-                for command in commands[start : start + WRITE_CHUNK]:
-                    pipe.execute_command(*command)
-                replies = pipe.execute(raise_on_error=False)
-                failed = [reply for reply in replies if isinstance(reply, Exception)]
-                if failed:
-                    # The server quotes the rule it refused: never let a credential rule through.
-                    first = _CREDENTIAL_RULE.sub("'<redacted>'", str(failed[0]))
-                    raise redis.ResponseError(f"{len(failed)} of the batch's commands failed: {first}")
+            replies = _pipelined(client, commands, WRITE_CHUNK)
+            failed = [reply for reply in replies if isinstance(reply, Exception)]
+            if failed:
+                # The server quotes the rule it refused: never let a credential rule through.
+                first = _CREDENTIAL_RULE.sub("'<redacted>'", str(failed[0]))
+                raise redis.ResponseError(f"{len(failed)} of the batch's commands failed: {first}")
 
         self._on_every_node(write)
         logger.info(
@@ -626,6 +623,24 @@ def _client_users(clients: Any) -> Iterable[str]:
         return
     for entry in clients:
         yield str(entry.get("user", ""))
+
+
+def _pipelined(client: redis.Redis, commands: Sequence[tuple[str, ...]], max_chunk: int) -> list[Any]:
+    """Every command's reply (an exception object for a command the server refused), sent in
+    pipelines of at most `max_chunk` that each hold the node about `MAX_ROUND_TRIP`."""
+    replies: list[Any] = []
+    chunk, start = min(FIRST_CHUNK, max_chunk), 0
+    while start < len(commands):
+        batch = commands[start : start + chunk]
+        pipe = client.pipeline(transaction=False)
+        for command in batch:
+            pipe.execute_command(*command)
+        began = time.monotonic()
+        replies += pipe.execute(raise_on_error=False)
+        per_command = max((time.monotonic() - began) / len(batch), 1e-6)
+        chunk = max(1, min(max_chunk, int(MAX_ROUND_TRIP / per_command)))
+        start += len(batch)
+    return replies
 
 
 def _with_reset(rules: Sequence[str]) -> list[str]:
